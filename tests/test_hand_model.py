@@ -221,3 +221,13 @@ def test_interhand_joint_order_tables():
     for ih, ours in enumerate(OURS_TO_IH26M):
         assert IH26M_TO_OURS[ours] == ih
     assert IH26M_JOINT_NAMES[0] == "thumb4" and IH26M_JOINT_NAMES[20] == "wrist"
+
+
+def test_to_camera_equals_transforming_the_world_mesh(hand_model, rng):
+    p = _params(3, rng)
+    rot = axis_angle_to_matrix(torch.randn(3, 3, generator=rng))
+    trans = torch.randn(3, 3, generator=rng)
+    world = hand_model.hand("left", **p).vertices
+    orient_cam, transl_cam = hand_model.to_camera("left", p["global_orient"], p["betas"], p["transl"], rot, trans)
+    cam = hand_model.hand("left", betas=p["betas"], global_orient=orient_cam, hand_pose=p["hand_pose"], transl=transl_cam).vertices
+    torch.testing.assert_close(cam, world @ rot.transpose(1, 2) + trans[:, None], rtol=0, atol=1e-5)

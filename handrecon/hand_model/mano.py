@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import UserError
 from .constants import FINGERTIP_VERTEX_IDS, MANO21_FROM_MANO16_PLUS_TIPS, NUM_BETAS, NUM_FACES, NUM_VERTS
-from .rotation import matrix_to_axis_angle, rot6d_to_axis_angle
+from .rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_axis_angle
 
 SIDES = ("right", "left")
 
@@ -221,6 +221,27 @@ class HandModel(nn.Module):
             raise ValueError(f"pose_format must be one of {[*POSE_FORMATS, 'pca']}, got {pose_format!r}")
         out = layer(betas=betas, global_orient=global_orient, hand_pose=hand_pose, transl=transl)
         return HandOutput(vertices=out.vertices, joints=self.joint_regressor(side) @ out.vertices)
+
+    def rest_root(self, side: str, betas: torch.Tensor) -> torch.Tensor:
+        """(B, 3) wrist joint of the shaped rest mesh: the point smplx rotates global_orient about."""
+        layer = self.layers[side]
+        v_shaped = layer.v_template + torch.einsum("bk,vdk->bvd", betas, layer.shapedirs)
+        return v_shaped.transpose(1, 2) @ layer.J_regressor[0]
+
+    def to_camera(
+        self, side: str, global_orient: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-express MANO parameters given in a world frame in a camera frame X_cam = rot X + trans.
+
+        Args: global_orient (B,3) axis-angle, betas (B,10), transl (B,3) m, rot (B,3,3), trans (B,3) m.
+        Returns (global_orient_cam, transl_cam) such that the MANO mesh of the new parameters (same
+        hand pose and shape) equals rot @ mesh_world + trans exactly. Since smplx rotates about the
+        rest wrist J0: transl_cam = rot (J0 + transl) + trans - J0.
+        """
+        orient_cam = matrix_to_axis_angle(rot @ axis_angle_to_matrix(global_orient))
+        root = self.rest_root(side, betas)
+        transl_cam = (rot @ (root + transl)[..., None])[..., 0] + trans - root
+        return orient_cam, transl_cam
 
     def forward(self, right: dict, left: dict, pose_format: str = "axis_angle") -> TwoHandOutput:
         """Both hands; `right` / `left` hold the keyword arguments of `hand` (betas,
