@@ -1,0 +1,1 @@
+"""Datasets in their real formats, the procedural stand-in dataset and the shared sample layout."""
