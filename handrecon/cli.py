@@ -1,0 +1,100 @@
+"""Shared command-line plumbing for the scripts in ``tools/``.
+
+Conventions every tool in ``tools/`` must follow:
+
+* ``--help`` works and starts with a one-line purpose: pass it as the argparse ``description``.
+* Configurable tools take an optional positional config path and repeatable ``--set`` overrides
+  (:func:`add_config_args`), and build their config with :func:`config_from_args`.
+* The entry point is wrapped by :func:`run_tool`, so user mistakes (bad config, missing file,
+  :class:`UserError`) print one ``error: <message>`` line and exit with code 2, while bugs still
+  show a traceback.
+
+Template::
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        parser = argparse.ArgumentParser(description="Train the hand reconstruction model.")
+        add_config_args(parser, default_config="configs/train.yaml")
+        args = parser.parse_args(argv)
+        cfg = config_from_args(TrainConfig, args)
+        ...
+        return 0
+
+    if __name__ == "__main__":
+        run_tool(main)
+
+Usage: ``tools/train.py configs/x.yaml --set train.lr=1e-4 data.root=/data --set seed=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+from handrecon.config import ConfigError, UserError, load_config
+
+__all__ = ["ConfigError", "UserError", "add_config_args", "config_from_args", "run_tool"]
+
+T = TypeVar("T")
+
+#: Exit status for user errors; matches argparse's status for bad command lines.
+USER_ERROR_EXIT = 2
+
+
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    """Add an optional positional ``config`` path and ``--set KEY=VALUE [KEY=VALUE ...]``.
+
+    ``--set`` may be repeated and take several items; all are collected, in order, into
+    ``args.overrides`` (a list, empty when none are given). The config path must come before
+    ``--set``, otherwise argparse reads it as one more override.
+    """
+    default_help = default_config if default_config else "built-in defaults"
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=default_config,
+        metavar="CONFIG",
+        help=f"YAML config file (default: {default_help})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-4 data.root=/data; "
+        "values are YAML (true, 3, 1e-4, [1,2], null); later items win; give CONFIG before --set",
+    )
+
+
+def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
+    """Load `schema` from the ``config`` and ``overrides`` set up by :func:`add_config_args`."""
+    return load_config(schema, getattr(args, "config", None), getattr(args, "overrides", None) or ())
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+        message = f"{exc.strerror or 'file not found'}: {exc.filename}"
+    else:
+        message = str(exc) or type(exc).__name__
+    return " ".join(message.split())  # the contract is a single line, whatever the raiser wrote
+
+
+def run_tool(main_fn: Callable[..., int | None], *args: Any, **kwargs: Any) -> NoReturn:
+    """Call ``main_fn(*args, **kwargs)`` and exit with its return value (None means 0).
+
+    :class:`UserError` (including :class:`ConfigError`) and :class:`FileNotFoundError` become a
+    single ``error: <message>`` line on stderr and exit status 2; Ctrl-C exits with 130 without a
+    traceback. Any other exception propagates, so bugs keep their traceback.
+    """
+    try:
+        code = main_fn(*args, **kwargs)
+    except (UserError, FileNotFoundError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,557 @@
+"""The toolkit's single config system: typed dataclass schemas, YAML files, ``--set`` overrides.
+
+A schema is a (possibly frozen) dataclass whose sections are nested dataclasses. Supported field
+types: ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, ``Enum`` subclasses, ``Literal[...]``,
+``Optional[X]`` / ``X | None`` (and other unions of supported types, tried in order), ``list[X]``,
+``tuple[X, ...]`` and ``tuple[X, Y]``. A field may restrict its values with
+``field(default="cpu", metadata={"choices": ("cpu", "cuda", "auto")})``. A field without a default
+is required. ``__post_init__`` may add cross-field checks by raising ``ValueError``.
+
+Config values are layered: schema defaults, then the YAML file (a plain mapping, no Hydra
+``defaults``), then ``--set a.b=value`` overrides in order. Every layer is type-checked as it is
+merged, so errors name their source (file and line, or the ``--set`` item), the full dotted key,
+the offending value and what was expected. All failures raise :class:`ConfigError`.
+
+There is no global config object: :func:`load_config` returns a new dataclass instance that
+callers pass on explicitly.
+
+Example::
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 1e-3
+        steps: int = 1000
+
+    @dataclass
+    class Config:
+        train: TrainConfig = field(default_factory=TrainConfig)
+        device: str = field(default="auto", metadata={"choices": ("cpu", "cuda", "auto")})
+
+    cfg = load_config(Config, "configs/train.yaml", ["train.lr=1e-4", "device=cuda"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import functools
+import hashlib
+import json
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from handrecon.errors import UserError
+
+__all__ = [
+    "ConfigError",
+    "UserError",
+    "config_hash",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+    "to_yaml",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError, ValueError):
+    """A config file or override is missing, malformed, or does not match the schema."""
+
+
+# --------------------------------------------------------------------------------------------
+# YAML dialect. PyYAML implements YAML 1.1, which reads `1e-4` as a *string* and `2024-01-01` as a
+# date. Configs want `1e-4` to be a float and dates to stay strings, so loader and dumper share
+# an adjusted resolver table (the dumper must agree, or a str "1e-4" would be written unquoted
+# and read back as a float).
+
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_DROPPED_TAGS = (_FLOAT_TAG, "tag:yaml.org,2002:timestamp")
+
+
+def _resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    table = {
+        first: [(tag, rx) for tag, rx in entries if tag not in _DROPPED_TAGS]
+        for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    for first in "-+0123456789.":
+        table.setdefault(first, []).append((_FLOAT_TAG, _FLOAT_RE))
+    return table
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with the resolver fixes above that also rejects duplicate keys."""
+
+    yaml_implicit_resolvers = _resolvers()
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML silently keeps the last duplicate; in a config that hides a typo or a merge mistake.
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+# --------------------------------------------------------------------------------------------
+# Validation. `_merge` checks one layer against the schema and raises `_Invalid` carrying the
+# key path; the caller adds the source (file + line, or the --set item) to the message.
+
+_Path = tuple[Union[str, int], ...]
+
+
+class _Invalid(Exception):
+    def __init__(self, path: _Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclasses.dataclass(frozen=True)
+class _Override:
+    """A --set value: the parsed YAML scalar plus its raw text (str fields keep the raw text)."""
+
+    value: Any
+    text: str
+
+
+def _dotted(path: _Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_fields(schema: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+    """Init fields of a dataclass with their resolved types (handles `from __future__` strings)."""
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        raise TypeError(f"config schema must be a dataclass type, got {schema!r}")
+    hints = typing.get_type_hints(schema)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(schema) if f.init}
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass behind a section field (`Section` or `Optional[Section]`), else None."""
+    if _is_union(tp):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _section_type(args[0]) if len(args) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(tp):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(str(_enum_plain(m)) for m in tp)
+    if tp is Path:
+        return "path"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _enum_plain(member: enum.Enum) -> Any:
+    """How an Enum member is written in YAML: its value if that is a scalar, else its name."""
+    return member.value if isinstance(member.value, (str, int, float, bool)) else member.name
+
+
+def _coerce(tp: Any, value: Any, path: _Path, raw: str | None = None) -> Any:
+    """Check `value` against type `tp` and convert it (int->float, list->tuple, str->Path, ...).
+
+    `raw` is the original --set text, used for str-like targets so `--set name=007` gives "007".
+    """
+
+    def fail() -> typing.NoReturn:
+        key = _dotted(path)
+        note = f" ('{key}' is not a section)" if isinstance(value, Mapping) else ""
+        raise _Invalid(path, f"expected {_type_name(tp)} for '{key}', got {_show(value)}{note}")
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(arg, value, path, raw)
+                except _Invalid as exc:
+                    if len(args) == 2 and type(None) in args and exc.path != path:
+                        raise  # Optional[list[int]]: keep the precise item-level message
+        fail()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if origin is list:
+            return [_coerce(args[0], v, (*path, i)) for i, v in enumerate(value)]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, (*path, i)) for i, v in enumerate(value))
+        if len(value) != len(args):
+            fail()
+        return tuple(_coerce(a, v, (*path, i)) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is Literal:
+        for choice in args:
+            for candidate in (value, raw):
+                if type(candidate) is type(choice) and candidate == choice:
+                    return choice
+        raise _Invalid(path, _choices_message(path, value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if raw is not None and isinstance(value, (int, float, bool)):
+            return raw
+        fail()
+    if tp in (Path, PurePath):
+        if isinstance(value, PurePath):
+            return Path(value)
+        if raw is not None and isinstance(value, (int, float, bool)):
+            value = raw
+        if isinstance(value, str) and value:
+            return Path(value)
+        fail()
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        for member in tp:  # by value first (what we write), then by name
+            if type(member.value) is type(value) and member.value == value:
+                return member
+        for member in tp:
+            if value == member.name or (raw is not None and raw == member.name):
+                return member
+        raise _Invalid(path, _choices_message(path, value, [_enum_plain(m) for m in tp]))
+    raise TypeError(f"unsupported type {tp!r} for config field '{_dotted(path)}'")
+
+
+def _choices_message(path: _Path, value: Any, choices: Sequence[Any]) -> str:
+    listed = ", ".join(str(c) for c in choices)
+    return f"invalid value {_show(value)} for '{_dotted(path)}' (choices: {listed})"
+
+
+def _check_choices(field: dataclasses.Field[Any], value: Any, path: _Path) -> None:
+    choices = field.metadata.get("choices")
+    if choices is None or value is None:
+        return
+    items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    for i, item in items:  # for list/tuple fields the choices apply to each item
+        if item not in choices:
+            item_path = path if i is None else (*path, i)
+            raise _Invalid(item_path, _choices_message(item_path, item, choices))
+
+
+def _unknown_key(schema: type, path: _Path, key: Any) -> _Invalid:
+    valid = sorted(_schema_fields(schema))
+    where = f"under '{_dotted(path)}'" if path else "at top level"
+    message = f"unknown key '{_dotted((*path, str(key)))}' (valid keys {where}: {', '.join(valid)}"
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    if close:
+        message += f"; did you mean '{_dotted((*path, close[0]))}'?"
+    return _Invalid((*path, str(key)), message + ")")
+
+
+def _merge(schema: type, base: dict[str, Any], update: Mapping[Any, Any], path: _Path = ()) -> None:
+    """Validate `update` against `schema` and merge it into `base` (a checked plain dict), in place."""
+    fields = _schema_fields(schema)
+    for key, value in update.items():
+        if key not in fields:
+            if not isinstance(key, str):
+                raise _Invalid(path, f"key {key!r} under '{_dotted(path) or 'top level'}' is not a string")
+            raise _unknown_key(schema, path, key)
+        field, tp = fields[key]
+        key_path = (*path, key)
+        raw = None
+        if isinstance(value, _Override):
+            value, raw = value.value, value.text
+        section = _section_type(tp)
+        if section is not None:
+            if isinstance(value, Mapping):
+                if not isinstance(base.get(key), dict):  # section was null (or absent): start from its defaults
+                    base[key] = {}
+                    _merge(section, base[key], _defaults(section), key_path)
+                _merge(section, base[key], value, key_path)
+            elif value is None and tp is not section:
+                base[key] = None
+            else:
+                kind = "a mapping or null" if tp is not section else "a mapping"
+                raise _Invalid(key_path, f"expected {kind} for section '{_dotted(key_path)}', got {_show(value)}")
+            continue
+        value = _coerce(tp, value, key_path, raw)
+        _check_choices(field, value, key_path)
+        base[key] = value
+
+
+def _as_dict(obj: Any) -> Any:
+    """Dataclass instance -> nested dict, keeping leaf objects (Path, Enum) for `_coerce` to check."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {name: _as_dict(getattr(obj, name)) for name in _schema_fields(type(obj))}
+    if isinstance(obj, (list, tuple)):
+        return [_as_dict(v) for v in obj]
+    return obj
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    """The schema's defaults as a nested dict; required fields are left out."""
+    out: dict[str, Any] = {}
+    for name, (field, tp) in _schema_fields(schema).items():
+        if field.default is not dataclasses.MISSING:
+            out[name] = _as_dict(field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            out[name] = _as_dict(field.default_factory())
+        elif _section_type(tp) is tp:  # a section without a default starts from its own defaults
+            out[name] = _defaults(tp)
+    return out
+
+
+def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
+    kwargs: dict[str, Any] = {}
+    for name, (_, tp) in _schema_fields(schema).items():
+        key_path = (*path, name)
+        if name not in data:
+            key = _dotted(key_path)
+            raise ConfigError(f"missing required key '{key}' (set it in the config file or with --set {key}=VALUE)")
+        section = _section_type(tp)
+        value = data[name]
+        kwargs[name] = _build(section, value, key_path) if section is not None and value is not None else value
+    try:
+        return schema(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # raised by a schema's __post_init__ check
+        where = f"section '{_dotted(path)}'" if path else "config"
+        raise ConfigError(f"invalid {where}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: YAML files and --set overrides.
+
+
+def _yaml_error(path: str, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    detail = f"{context}, {problem}" if context else problem
+    return ConfigError(f"{where}: invalid YAML: {' '.join(str(detail).split())}")
+
+
+def _locate(text: str, path: _Path) -> int | None:
+    """1-based line of the deepest node of `path` found in the YAML `text` (for error messages)."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _merge_file(schema: type, data: dict[str, Any], file: str | Path) -> None:
+    name = str(file)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: is a directory, expected a YAML config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read config file: {exc}") from None
+    try:
+        content = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(name, exc) from None
+    if content is None:  # an empty file means "all defaults"
+        return
+    if not isinstance(content, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of config keys at top level, got {type(content).__name__}")
+    try:
+        _merge(schema, data, content)
+    except _Invalid as exc:
+        line = _locate(text, exc.path)
+        raise ConfigError(f"{name}{f':{line}' if line else ''}: {exc}") from None
+
+
+def _parse_override(item: str) -> tuple[list[str], _Override]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not all(parts):
+        hint = ""
+        if not sep and item.endswith((".yaml", ".yml")):
+            hint = " (if this is the config file, put it before --set)"
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY such as train.lr=1e-4{hint}")
+    if not text.strip():
+        return parts, _Override("", text)  # `--set name=` means the empty string; use `null` for None
+    try:
+        value = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        value = text  # not YAML (e.g. `a: b: c`); the type check decides whether a string is fine
+    return parts, _Override(value, text)
+
+
+def _merge_override(schema: type, data: dict[str, Any], item: str) -> None:
+    parts, value = _parse_override(item)
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    try:
+        _merge(schema, data, nested)
+    except _Invalid as exc:
+        raise ConfigError(f"--set {item}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build a validated config: `schema` defaults, then the YAML file at `path`, then `overrides`.
+
+    Args:
+        schema: the dataclass type describing the config.
+        path: optional YAML file holding a (possibly partial) nested mapping of values.
+        overrides: ``"a.b=value"`` items applied in order; values are parsed as YAML scalars
+            (``true``, ``3``, ``1e-4``, ``[1, 2]``, ``null``) and then checked against the schema.
+            A ``str`` field keeps the raw text (``name=007`` gives ``"007"``).
+
+    Returns:
+        A new instance of `schema` (nested sections are instances of their dataclasses).
+
+    Raises:
+        ConfigError: missing/unreadable/invalid file, unknown key, wrong type, invalid choice,
+            missing required key, or a failed ``__post_init__`` check.
+        TypeError: `schema` is not a dataclass or uses an unsupported field type (a code bug).
+    """
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a sequence of 'KEY=VALUE' strings, not a single string")
+    data: dict[str, Any] = {}
+    try:
+        _merge(schema, data, _defaults(schema))
+    except _Invalid as exc:  # a schema whose own defaults do not type-check is a code bug
+        raise TypeError(f"defaults of {schema.__qualname__}: {exc}") from None
+    if path is not None:
+        _merge_file(schema, data, path)
+    for item in overrides:
+        _merge_override(schema, data, item)
+    return _build(schema, data)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict of `cfg` (YAML/JSON types only: tuples become lists, Paths strings,
+    Enums their value), e.g. for TensorBoard hparams or provenance records."""
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        raise TypeError(f"expected a config dataclass instance, got {type(cfg).__name__}")
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {name: plain(getattr(value, name)) for name in _schema_fields(type(value))}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, PurePath):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return _enum_plain(value)
+        return value
+
+    return plain(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    """`cfg` as YAML text (schema field order) that :func:`load_config` reads back to an equal config."""
+    return yaml.dump(
+        config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True
+    )
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write ``to_yaml(cfg)`` to `path` atomically (temp file in the same folder + ``os.replace``),
+    so a crash never leaves a half-written record of a run's config. Creates missing parent folders.
+    Returns the path written."""
+    path = Path(path)
+    text = to_yaml(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a config record should be readable like any file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def config_hash(cfg: Any) -> str:
+    """Stable short id of a config's values: sha256 of canonical JSON (sorted keys), first 16 hex
+    chars. Equal configs hash equal regardless of YAML key order; used to refuse mixing caches."""
+    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

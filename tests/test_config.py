@@ -1,0 +1,395 @@
+"""Tests for handrecon.config (schemas, YAML, --set overrides) and handrecon.cli (tool plumbing)."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import hashlib
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import pytest
+
+from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.config import (
+    ConfigError,
+    UserError,
+    config_hash,
+    config_to_dict,
+    load_config,
+    save_config,
+    to_yaml,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+@dataclass
+class TrainCfg:
+    lr: float = 1e-3
+    steps: int = 100
+    warmup: int = 0
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda", "auto")})
+
+
+@dataclass
+class DataCfg:
+    root: Path = Path("data")
+    image_size: tuple[int, int] = (256, 256)
+    subsets: list[str] = field(default_factory=lambda: ["train"])
+    max_items: Optional[int] = None
+
+
+@dataclass
+class Cfg:
+    name: str = "run"
+    seed: int = 0
+    deterministic: bool = False
+    mode: Mode = Mode.FAST
+    kind: Literal["mano", "standin"] = "mano"
+    train: TrainCfg = field(default_factory=TrainCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    extra: Optional[TrainCfg] = None
+
+
+@dataclass
+class Required:
+    data_root: str
+
+
+@dataclass
+class Checked:
+    lo: int = 0
+    hi: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lo >= self.hi:
+            raise ValueError(f"lo ({self.lo}) must be < hi ({self.hi})")
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(*args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------- layering
+
+
+def test_defaults_come_through():
+    cfg = load_config(Cfg)
+    assert cfg == Cfg()
+    assert type(cfg.train) is TrainCfg and type(cfg.data) is DataCfg
+    assert cfg.data.image_size == (256, 256) and cfg.extra is None
+
+
+def test_yaml_overrides_defaults_and_keeps_the_rest(tmp_path):
+    path = write(tmp_path, """
+        name: exp1
+        train:
+          lr: 1e-4        # YAML 1.1 would read this as a string
+        data:
+          image_size: [128, 96]
+          root: /datasets/hands
+    """)
+    cfg = load_config(Cfg, path)
+    assert cfg.name == "exp1"
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 100  # untouched default inside a touched section
+    assert cfg.data.image_size == (128, 96)
+    assert cfg.data.root == Path("/datasets/hands")
+
+
+def test_set_overrides_yaml_nested_and_in_order(tmp_path):
+    path = write(tmp_path, "train: {lr: 0.5, steps: 7}\nseed: 3\n")
+    cfg = load_config(Cfg, path, ["train.lr=0.25", "seed=4", "seed=5", "data.subsets=[a, b]"])
+    assert cfg.train.lr == 0.25 and cfg.train.steps == 7
+    assert cfg.seed == 5  # last one wins
+    assert cfg.data.subsets == ["a", "b"]
+
+
+def test_set_yaml_scalars_and_sections():
+    cfg = load_config(
+        Cfg,
+        overrides=[
+            "deterministic=true",
+            "data.max_items=null",
+            "train.lr=1e-4",
+            "extra.steps=9",  # a null Optional section starts from its defaults
+            "train={warmup: 5}",  # a mapping merges into the section
+            "mode=slow",
+            "kind=standin",
+        ],
+    )
+    assert cfg.deterministic is True and cfg.data.max_items is None
+    assert cfg.train.lr == 1e-4 and cfg.train.warmup == 5
+    assert cfg.extra == TrainCfg(steps=9)
+    assert cfg.mode is Mode.SLOW and cfg.kind == "standin"
+
+
+def test_set_str_field_keeps_raw_text():
+    assert load_config(Cfg, overrides=["name=007"]).name == "007"
+    assert load_config(Cfg, overrides=["name=true"]).name == "true"
+    assert load_config(Cfg, overrides=["name=1e-4"]).name == "1e-4"
+    assert load_config(Cfg, overrides=["name="]).name == ""
+
+
+# ---------------------------------------------------------------- types
+
+
+def test_int_is_accepted_for_float():
+    cfg = load_config(Cfg, overrides=["train.lr=1"])
+    assert cfg.train.lr == 1.0 and type(cfg.train.lr) is float
+
+
+def test_bad_float_names_key_and_value():
+    message = error_of(Cfg, overrides=["train.lr=abc"])
+    assert message.startswith("--set train.lr=abc:")
+    assert "'train.lr'" in message and "'abc'" in message and "float" in message
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("seed=1.5", "expected int for 'seed', got 1.5"),
+        ("seed=true", "expected int for 'seed', got true"),
+        ("deterministic=1", "expected bool for 'deterministic'"),
+        ("data.image_size=[1, 2, 3]", "'data.image_size'"),
+        ("data.subsets=[a, 1]", "'data.subsets[1]', got 1"),
+        ("data.max_items=x", "expected int or null for 'data.max_items'"),
+        ("train=3", "expected a mapping for section 'train', got 3"),
+        ("train.lr.x=1", "'train.lr' is not a section"),
+    ],
+)
+def test_type_errors(override, expected):
+    assert expected in error_of(Cfg, overrides=[override])
+
+
+def test_yaml_type_error_names_file_line_and_key(tmp_path):
+    path = write(tmp_path, "name: ok\ntrain:\n  steps: many\n")
+    message = error_of(Cfg, path)
+    assert message.startswith(f"{path}:3:")
+    assert "'train.steps'" in message and "'many'" in message
+
+
+def test_yaml_str_field_must_be_a_string(tmp_path):
+    # A bare `1.10` would silently become "1.1"; the user must quote it.
+    assert "expected str for 'name'" in error_of(Cfg, write(tmp_path, "name: 1.10\n"))
+
+
+# ---------------------------------------------------------------- unknown keys and choices
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    path = write(tmp_path, "train:\n  lrr: 0.1\n")
+    message = error_of(Cfg, path)
+    assert str(path) in message
+    assert "unknown key 'train.lrr'" in message
+    assert "valid keys under 'train': device, lr, steps, warmup" in message
+    assert "did you mean 'train.lr'" in message
+
+
+def test_unknown_key_in_set():
+    message = error_of(Cfg, overrides=["train.lrr=0.1"])
+    assert message.startswith("--set train.lrr=0.1:")
+    assert "unknown key 'train.lrr'" in message
+    assert "valid keys under 'train': device, lr, steps, warmup" in message
+
+
+def test_unknown_top_level_section_in_set():
+    message = error_of(Cfg, overrides=["trian.lr=0.1"])
+    assert "unknown key 'trian'" in message and "valid keys at top level:" in message
+    assert "train" in message
+
+
+def test_wrong_choice_lists_choices(tmp_path):
+    message = error_of(Cfg, overrides=["train.device=tpu"])
+    assert "'train.device'" in message and "'tpu'" in message
+    assert "choices: cpu, cuda, auto" in message
+    assert "choices: fast, slow" in error_of(Cfg, write(tmp_path, "mode: medium\n"))
+    assert "choices: mano, standin" in error_of(Cfg, overrides=["kind=smplx"])
+
+
+def test_bad_override_syntax():
+    assert "expected KEY=VALUE" in error_of(Cfg, overrides=["seed"])
+    assert "put it before --set" in error_of(Cfg, overrides=["configs/x.yaml"])
+    assert "expected KEY=VALUE" in error_of(Cfg, overrides=["train..lr=1"])
+
+
+def test_required_field_and_post_init_checks():
+    assert "missing required key 'data_root'" in error_of(Required)
+    assert load_config(Required, overrides=["data_root=/d"]).data_root == "/d"
+    assert "lo (3) must be < hi (1)" in error_of(Checked, overrides=["lo=3"])
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_missing_file_names_the_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    message = error_of(Cfg, path)
+    assert str(path) in message and "not found" in message
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "name: a\ntrain: [1, 2\nseed: 3\n")
+    message = error_of(Cfg, path)
+    assert message.startswith(f"{path}:") and "invalid YAML" in message
+    assert message.split(":")[1].isdigit()  # a line number follows the file name
+
+
+def test_non_mapping_and_duplicate_keys_rejected(tmp_path):
+    assert "expected a mapping" in error_of(Cfg, write(tmp_path, "- a\n- b\n"))
+    message = error_of(Cfg, write(tmp_path, "seed: 1\nseed: 2\n", "dup.yaml"))
+    assert "dup.yaml:2:" in message and "duplicate key 'seed'" in message
+
+
+def test_empty_file_means_defaults(tmp_path):
+    assert load_config(Cfg, write(tmp_path, "# nothing\n")) == Cfg()
+
+
+# ---------------------------------------------------------------- saving, dicts, hashing
+
+
+def test_save_load_round_trip(tmp_path):
+    tricky = ["name=1e-4", "data.subsets=['true', 'null', '2024-01-01', '3']", "mode=slow",
+              "data.root=/x y/z", "extra.lr=0.5", "data.max_items=7", "train.lr=1e-10"]
+    cfg = load_config(Cfg, overrides=tricky)
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(Cfg, path) == cfg
+    assert path.read_text() == to_yaml(cfg)
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left behind
+
+
+def test_config_to_dict_is_plain():
+    d = config_to_dict(load_config(Cfg, overrides=["mode=slow"]))
+    assert d["train"] == {"lr": 1e-3, "steps": 100, "warmup": 0, "device": "cpu"}
+    assert d["data"]["root"] == "data" and d["data"]["image_size"] == [256, 256]
+    assert d["mode"] == "slow" and d["extra"] is None
+
+
+def test_config_hash(tmp_path):
+    a = write(tmp_path, "seed: 1\ntrain: {lr: 0.1, steps: 5}\n", "a.yaml")
+    b = write(tmp_path, "train: {steps: 5, lr: 0.1}\nseed: 1\n", "b.yaml")
+    ha, hb = config_hash(load_config(Cfg, a)), config_hash(load_config(Cfg, b))
+    assert ha == hb and len(ha) == 16 and int(ha, 16) >= 0
+    assert config_hash(load_config(Cfg, a, ["train.steps=6"])) != ha
+    assert config_hash(load_config(Cfg, a, ["train.steps=5"])) == ha
+    assert config_hash(Cfg()) == config_hash(load_config(Cfg))
+
+
+@dataclass
+class Tiny:
+    z: int = 1
+    a: float = 0.5
+
+
+def test_config_hash_is_sha256_of_sorted_json():
+    # Pinned format: changing it silently invalidates every cache keyed by config_hash.
+    expected = hashlib.sha256(b'{"a":0.5,"z":1}').hexdigest()[:16]
+    assert config_hash(Tiny()) == expected
+
+
+def test_no_shared_state_between_loads():
+    a = load_config(Cfg, overrides=["train.lr=0.1", "data.subsets=[x]"])
+    b = load_config(Cfg, overrides=["train.lr=0.2"])
+    assert (a.train.lr, b.train.lr) == (0.1, 0.2)
+    assert b.data.subsets == ["train"]
+    b.data.subsets.append("mutated")
+    assert load_config(Cfg).data.subsets == ["train"]  # defaults are not aliased
+
+
+# ---------------------------------------------------------------- cli
+
+
+def make_parser(default_config: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Test tool.")
+    add_config_args(parser, default_config)
+    return parser
+
+
+def test_add_config_args_collects_overrides(tmp_path):
+    path = write(tmp_path, "seed: 1\n")
+    args = make_parser().parse_args([str(path), "--set", "seed=2", "train.lr=0.5", "--set", "name=x"])
+    assert args.config == str(path) and args.overrides == ["seed=2", "train.lr=0.5", "name=x"]
+    cfg = config_from_args(Cfg, args)
+    assert (cfg.seed, cfg.train.lr, cfg.name) == (2, 0.5, "x")
+    bare = make_parser(str(path)).parse_args([])
+    assert bare.config == str(path) and bare.overrides == []
+    assert config_from_args(Cfg, bare).seed == 1
+
+
+def test_run_tool_reports_user_errors(capsys):
+    def main() -> int:
+        config_from_args(Cfg, make_parser().parse_args(["--set", "train.lrr=1"]))
+        return 0
+
+    with pytest.raises(SystemExit) as info:
+        run_tool(main)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set train.lrr=1: unknown key 'train.lrr'")
+    assert err.count("\n") == 1
+
+    def fails(message: str) -> None:
+        raise UserError(message)
+
+    with pytest.raises(SystemExit) as info:
+        run_tool(fails, "two\nlines")
+    assert info.value.code == 2 and capsys.readouterr().err == "error: two lines\n"
+
+
+def test_run_tool_exit_codes_and_bugs():
+    with pytest.raises(SystemExit) as info:
+        run_tool(lambda: None)
+    assert info.value.code == 0
+    with pytest.raises(SystemExit) as info:
+        run_tool(lambda: 3)
+    assert info.value.code == 3
+    with pytest.raises(ZeroDivisionError):  # bugs are not swallowed
+        run_tool(lambda: 1 / 0)
+
+
+def test_tool_subprocess_error_line(tmp_path):
+    script = textwrap.dedent("""
+        import argparse, dataclasses
+        from handrecon.cli import add_config_args, config_from_args, run_tool
+
+        @dataclasses.dataclass
+        class Train:
+            lr: float = 0.1
+
+        @dataclasses.dataclass
+        class Cfg:
+            train: Train = dataclasses.field(default_factory=Train)
+
+        def main():
+            parser = argparse.ArgumentParser(description="Demo tool.")
+            add_config_args(parser)
+            print(config_from_args(Cfg, parser.parse_args()).train.lr)
+
+        run_tool(main)
+    """)
+    cmd = [sys.executable, "-c", script]
+    ok = subprocess.run([*cmd, "--set", "train.lr=0.5"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == "0.5", ok.stderr
+    bad = subprocess.run([*cmd, "--set", "train.lr=abc"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["error: --set train.lr=abc: expected float for 'train.lr', got 'abc'"]
