@@ -9,7 +9,8 @@ import smplx
 import torch
 
 from handrecon.hand_model.constants import FINGERTIP_VERTEX_IDS, MANO_PARENTS
-from handrecon.hand_model.standin import boundary_loops, build_standin_mano, write_standin_mano
+from handrecon.hand_model.standin import build_standin_mano, write_standin_mano
+from handrecon.hand_model.topology import boundary_loops
 
 
 @pytest.fixture(scope="module")
