@@ -20,6 +20,7 @@ quickstart: $(STAMP)
 	$(PY) tools/quickstart.py $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check handrecon synth tools tests
 	$(PY) -m pytest -q -n 2 tests
 
 clean:

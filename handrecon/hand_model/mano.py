@@ -21,7 +21,13 @@ from smplx.utils import Struct
 from torch import nn
 
 from ..errors import UserError
-from .constants import FINGERTIP_VERTEX_IDS, MANO21_FROM_MANO16_PLUS_TIPS, NUM_BETAS, NUM_FACES, NUM_VERTS
+from .constants import (
+    FINGERTIP_VERTEX_IDS,
+    MANO21_FROM_MANO16_PLUS_TIPS,
+    NUM_BETAS,
+    NUM_FACES,
+    NUM_VERTS,
+)
 from .rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_axis_angle
 
 SIDES = ("right", "left")

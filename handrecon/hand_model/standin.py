@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import nnls
 
+from ..io import atomic_write_bytes
 from .constants import FINGERTIP_VERTEX_IDS, MANO_PARENTS, NUM_FACES, NUM_VERTS
 from .topology import boundary_loops, vertex_normals_np
 
@@ -587,15 +587,11 @@ def write_standin_mano(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     Returns the two paths. Files that already exist with identical content are left alone.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for side, is_r in (("RIGHT", True), ("LEFT", False)):
         path = out / f"MANO_{side}.pkl"
         data = pickle.dumps(build_standin_mano(is_r), protocol=4)
         if not (path.exists() and path.read_bytes() == data):
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, data)
         paths.append(path)
     return paths[0], paths[1]

@@ -1,0 +1,46 @@
+"""Atomic file writes: a temporary file in the target folder, then os.replace.
+
+A reader never sees a half-written file, and a killed job leaves at worst a stray *.tmp.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically, creating parent folders. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, **kwargs))
+
+
+def atomic_save_image(path: str | os.PathLike, image: np.ndarray, **save_kwargs: Any) -> Path:
+    """Save a uint8 (H, W) or (H, W, 3) array; the format follows the file suffix."""
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}[Path(path).suffix.lower()]
+    Image.fromarray(image).save(buf, format=fmt, **save_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
