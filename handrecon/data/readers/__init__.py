@@ -1,0 +1,72 @@
+"""Readers of real hand datasets in their release formats, behind a registry.
+
+    reader = create_reader("ih26m", root, "test", hand_model, subset="human_annot")
+    sample = reader[0]  # the sample dict of handrecon.data.sample: metres, camera frame
+
+Built-in readers: 'ih26m' (InterHand2.6M, also the procedural stand-in written in its format),
+'reih' (Re:InterHand), 'hic' (HIC). Their modules are imported on first use, not at import time.
+New readers register themselves with `@register_reader("name")`.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from ...errors import UserError
+
+T = TypeVar("T", bound=type)
+
+# reader name -> module (relative to this package) that registers it when imported
+_BUILTIN_MODULES = {"ih26m": ".interhand", "reih": ".reinterhand", "hic": ".hic"}
+_REGISTRY: dict[str, type] = {}
+
+
+def register_reader(name: str) -> Callable[[T], T]:
+    """Class decorator: make the reader class available as `create_reader(name, ...)`."""
+
+    def decorate(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"a reader named {name!r} is already registered ({_REGISTRY[name].__qualname__})")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES.values():
+        importlib.import_module(module, __name__)
+
+
+def list_readers() -> list[str]:
+    """Names of all registered readers, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_reader_class(name: str) -> type:
+    """The class registered under `name`; a UserError lists the known names otherwise."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown dataset reader {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_reader(name: str, root: str | Path, split: str, hand_model, **kwargs):
+    """Build the reader `name` as `Reader(root, split, hand_model, **kwargs)`.
+
+    Common keyword: load_images (default True). Reader-specific options (e.g. subset for 'ih26m',
+    on_missing for 'reih') are checked here, so a misspelt option is a UserError naming the valid ones.
+    """
+    cls = get_reader_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    options = [p for p in params if p not in ("self", "root", "split", "hand_model")]
+    unknown = [k for k in kwargs if k not in options]
+    if unknown:
+        raise UserError(f"dataset reader {name!r} has no option {unknown[0]!r}; valid options: {', '.join(options)}")
+    return cls(root, split, hand_model, **kwargs)
+
+
+__all__ = ["create_reader", "get_reader_class", "list_readers", "register_reader"]

@@ -1,0 +1,255 @@
+"""Writers of tiny datasets in the exact release layouts, from known ground truth.
+
+Each `make_*` writes a dataset under a folder and returns the truth it was made from, in world
+or camera frames as the format stores it, so tests can recompute the expected samples
+independently of the readers (only the hand model's forward pass is shared).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from handrecon.data.readers.common import ManoParams
+from handrecon.data.readers.hic import write_ply
+from handrecon.data.readers.interhand import (
+    InterHandCamera,
+    InterHandFrame,
+    InterHandRecord,
+    image_path,
+    to_ih26m_order,
+    write_interhand_split,
+)
+from handrecon.data.readers.reinterhand import (
+    TEST_CAPTURES,
+    ReIHCamera,
+    image_file,
+    ours_to_reih_keypoints,
+    write_capture_files,
+)
+from handrecon.hand_model.mano import SIDES, HandModel
+
+IMAGE_HW = (48, 64)
+TRAIN_CAPTURE = "m--20221111--0000--ABC123--pilot--ProjectGoliath--Hands--two-hands"
+
+
+@torch.no_grad()
+def mano_world(hand_model: HandModel, side: str, params: ManoParams) -> tuple[np.ndarray, np.ndarray]:
+    """(verts (778, 3), joints (21, 3)) in metres, the frame the parameters are given in."""
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
+    out = hand_model.hand(side, t(params.shape), t(params.pose[:3]), t(params.pose[3:]), t(params.trans))
+    return out.vertices[0].numpy().astype(np.float64), out.joints[0].numpy().astype(np.float64)
+
+
+def random_mano(rng: np.random.Generator, offset: np.ndarray) -> ManoParams:
+    return ManoParams(
+        pose=np.concatenate([rng.normal(0, 1.0, 3), rng.normal(0, 0.25, 45)]),
+        shape=rng.normal(0, 0.5, 10),
+        trans=np.asarray(offset, float) + rng.normal(0, 0.01, 3),
+    )
+
+
+def look_at_camera(rng: np.random.Generator, points: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A random camera looking at the centroid of `points` (metres): (rot, centre m, focal, princpt)
+    with the focal length chosen so that every point projects inside IMAGE_HW."""
+    rot = Rotation.random(random_state=int(rng.integers(1 << 31))).as_matrix()
+    centre = points.mean(0) - rot.T @ np.array([0.0, 0.0, distance])
+    cam = (points - centre) @ rot.T
+    h, w = IMAGE_HW
+    ratio = np.abs(cam[:, :2] / cam[:, 2:]).max(0)
+    f = float(min(0.4 * w / ratio[0], 0.4 * h / ratio[1]))
+    return rot, centre, np.array([f, f * 1.01]), np.array([w / 2 - 0.5, h / 2 + 0.25])
+
+
+def write_noise_image(path: Path, hw: tuple[int, int], rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(path)
+
+
+# ---------------------------------------------------------------------------------- InterHand2.6M
+
+
+@dataclass
+class IHTruth:
+    """Per annotation id: the camera (camrot, campos mm, focal, princpt), hand_type, world-frame
+    meshes / joints (metres, our order) and which hands have MANO, which joints are annotated."""
+
+    camrot: dict[int, np.ndarray] = field(default_factory=dict)
+    campos_mm: dict[int, np.ndarray] = field(default_factory=dict)
+    focal: dict[int, np.ndarray] = field(default_factory=dict)
+    princpt: dict[int, np.ndarray] = field(default_factory=dict)
+    hand_type: dict[int, str] = field(default_factory=dict)
+    verts_world: dict[int, dict[str, np.ndarray | None]] = field(default_factory=dict)
+    joints_world: dict[int, np.ndarray] = field(default_factory=dict)  # (42, 3) m, our order
+    joint_valid: dict[int, np.ndarray] = field(default_factory=dict)  # (42,) our order, as annotated
+    records: list[InterHandRecord] = field(default_factory=list)
+    human_annot: list[int] = field(default_factory=list)
+
+
+# frame -> (hand_type, hands with a MANO fit, joints (our order) annotated invalid)
+IH_FRAMES = {
+    10: ("interacting", ("right", "left"), ()),
+    20: ("right", ("right",), ()),
+    30: ("left", ("left",), ()),
+    40: ("interacting", ("right",), (8,)),  # left fit missing; right index tip not annotated
+    50: ("interacting", ("right", "left"), (21,)),  # left wrist not annotated -> left hand invalid
+}
+IH_CAMERAS = ("400262", "400263")
+
+
+def make_interhand_fixture(root: Path, split: str, hand_model: HandModel, seed: int = 0) -> IHTruth:
+    """Capture 0, frames IH_FRAMES seen by the fixed cameras IH_CAMERAS: one image + annotation
+    per (frame, camera)."""
+    rng = np.random.default_rng(seed)
+    truth = IHTruth()
+    frames, worlds, valids = {}, {}, {}
+    for frame_idx, (hand_type, fitted, unannotated) in IH_FRAMES.items():
+        present = [s for s in SIDES if hand_type in (s, "interacting")]
+        params = {s: random_mano(rng, np.array([0.09 if s == "right" else -0.09, 0.0, 0.0])) for s in SIDES}
+        world = {s: mano_world(hand_model, s, params[s]) for s in SIDES}
+        joints_world = np.concatenate([world["right"][1], world["left"][1]])
+        valid = np.zeros(42, dtype=bool)
+        for h, s in enumerate(SIDES):
+            if s in present:
+                valid[21 * h : 21 * h + 21] = True
+            else:
+                # garbage (or NaN, which the JSON files may hold), flagged invalid
+                joints_world[21 * h : 21 * h + 21] = np.nan if frame_idx == 30 else rng.normal(0, 5, (21, 3))
+        valid[list(unannotated)] = False
+        frames[frame_idx] = InterHandFrame(
+            world_coord=to_ih26m_order(joints_world * 1000.0),
+            joint_valid=np.ones(42, dtype=bool),
+            mano={s: params[s] if s in fitted else None for s in SIDES},
+            hand_type=hand_type,
+            hand_type_valid=True,
+        )
+        worlds[frame_idx] = ({s: world[s][0] if s in fitted else None for s in SIDES}, joints_world, np.concatenate([world[s][0] for s in present]))
+        valids[frame_idx] = valid
+    everything = np.concatenate([w[2] for w in worlds.values()])
+    cameras = {}
+    for cam_name in IH_CAMERAS:
+        rot, centre, focal, princpt = look_at_camera(rng, everything, distance=1.0)
+        cameras[cam_name] = InterHandCamera(campos=centre * 1000.0, camrot=rot, focal=focal, princpt=princpt)
+    aid = 1000
+    for frame_idx, frame in frames.items():
+        for cam_name, cam in cameras.items():
+            file_name = f"Capture0/0001_test_seq/cam{cam_name}/image{frame_idx}.jpg"
+            rec = InterHandRecord(
+                annot_id=aid, image_id=aid + 5000, file_name=file_name, width=IMAGE_HW[1], height=IMAGE_HW[0],
+                capture=0, camera=cam_name, frame_idx=frame_idx, hand_type=frame.hand_type,
+                joint_valid=to_ih26m_order(valids[frame_idx]), cam=cam, frame=frame, subject=3, seq_name="0001_test_seq",
+            )  # fmt: skip
+            write_noise_image(image_path(root, split, file_name), IMAGE_HW, rng)
+            truth.records.append(rec)
+            truth.camrot[aid], truth.campos_mm[aid] = cam.camrot, cam.campos
+            truth.focal[aid], truth.princpt[aid] = cam.focal, cam.princpt
+            truth.hand_type[aid] = frame.hand_type
+            truth.verts_world[aid], truth.joints_world[aid] = worlds[frame_idx][0], worlds[frame_idx][1]
+            truth.joint_valid[aid] = valids[frame_idx]
+            aid += 1
+    truth.human_annot = [r.annot_id for r in truth.records[::2]]
+    write_interhand_split(root, split, truth.records, human_annot=truth.human_annot)
+    return truth
+
+
+# ----------------------------------------------------------------------------------- Re:InterHand
+
+
+@dataclass
+class ReIHTruth:
+    """Per sample id '<capture>/<cam>/<frame:06d>': R, t (mm), world meshes and joints (m)."""
+
+    R: dict[str, np.ndarray] = field(default_factory=dict)
+    t_mm: dict[str, np.ndarray] = field(default_factory=dict)
+    focal: dict[str, np.ndarray] = field(default_factory=dict)
+    princpt: dict[str, np.ndarray] = field(default_factory=dict)
+    verts_world: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    joints_world: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+REIH_CAMERAS = ("401645", "401650")
+REIH_FRAMES = (12, 18)
+
+
+def make_reinterhand_fixture(root: Path, hand_model: HandModel, seed: int = 0) -> ReIHTruth:
+    """One training capture and the three test captures, REIH_CAMERAS x REIH_FRAMES each."""
+    rng = np.random.default_rng(seed)
+    truth = ReIHTruth()
+    for capture in (TRAIN_CAPTURE, *TEST_CAPTURES):
+        cap_dir = root / capture
+        keypoints, manos, world = {}, {}, {}
+        for frame in REIH_FRAMES:
+            for s in SIDES:
+                manos[(s, frame)] = random_mano(rng, np.array([0.09 if s == "right" else -0.09, 0.0, 0.0]))
+                verts, joints = mano_world(hand_model, s, manos[(s, frame)])
+                world[(s, frame)] = (verts, joints)
+                keypoints[(s, frame)] = ours_to_reih_keypoints(joints * 1000.0, fill=0.0)
+        all_verts = np.concatenate([v for v, _ in world.values()])
+        cameras = {}
+        for cam in REIH_CAMERAS:
+            rot, centre, focal, princpt = look_at_camera(rng, all_verts, distance=1.2)
+            t_mm = -rot @ centre * 1000.0  # X_cam = R X + t
+            cameras[cam] = ReIHCamera(R=rot, t=t_mm, focal=focal, princpt=princpt)
+            for frame in REIH_FRAMES:
+                write_noise_image(image_file(cap_dir, cam, frame), IMAGE_HW, rng)
+                sid = f"{capture}/{cam}/{frame:06d}"
+                truth.R[sid], truth.t_mm[sid], truth.focal[sid], truth.princpt[sid] = rot, t_mm, focal, princpt
+                truth.verts_world[sid] = {s: world[(s, frame)][0] for s in SIDES}
+                truth.joints_world[sid] = np.concatenate([world[(s, frame)][1] for s in SIDES])
+        write_capture_files(cap_dir, cameras, keypoints, manos)
+    return truth
+
+
+# -------------------------------------------------------------------------------------------- HIC
+
+
+@dataclass
+class HICTruth:
+    """Per annotation id: hand_type and camera-frame meshes (metres, float32 as stored) or None."""
+
+    hand_type: dict[int, str] = field(default_factory=dict)
+    verts: dict[int, dict[str, np.ndarray | None]] = field(default_factory=dict)
+
+
+# annotation id -> (hand_type, hands with a mesh, write binary PLY)
+HIC_ANNOTATIONS = {
+    7: ("interacting", ("right", "left"), False),
+    8: ("right", ("right",), True),
+    9: ("interacting", ("right",), True),  # left mesh path is null
+}
+
+
+def make_hic_fixture(root: Path, hand_model: HandModel, seed: int = 0) -> HICTruth:
+    """HIC.json, 640x480 images and per-hand PLY meshes in the camera frame."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    truth = HICTruth()
+    images, annotations = [], []
+    for aid, (hand_type, meshed, binary) in HIC_ANNOTATIONS.items():
+        file_name = f"{aid:02d}/{aid:06d}.jpg"
+        path = root / file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (640, 480), (90, 120, 150)).save(path)
+        images.append({"id": aid + 100, "file_name": file_name, "width": 640, "height": 480})
+        ann = {"id": aid, "image_id": aid + 100, "hand_type": hand_type}
+        truth.hand_type[aid], truth.verts[aid] = hand_type, {}
+        for s in SIDES:
+            if s in meshed:
+                params = random_mano(rng, np.array([0.09 if s == "right" else -0.09, 0.0, 0.6]))
+                verts = mano_world(hand_model, s, params)[0].astype(np.float32)
+                rel = f"mano_fits/{aid:06d}_{s}.ply"
+                write_ply(root / rel, verts, hand_model.layers[s].faces_tensor.numpy(), binary=binary)
+                ann[f"{s}_mano_path"] = rel
+                truth.verts[aid][s] = verts
+            else:
+                ann[f"{s}_mano_path"] = None
+                truth.verts[aid][s] = None
+        annotations.append(ann)
+    with open(root / "HIC.json", "w") as fh:
+        json.dump({"images": images, "annotations": annotations}, fh)
+    return truth
