@@ -1,0 +1,136 @@
+"""Procedural dataset: deterministic, resumable, geometrically sound, read back by the IH2.6M reader."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from handrecon.data.procedural import (
+    INTERACTIONS,
+    ProceduralConfig,
+    SceneMeshes,
+    SceneSampler,
+    assign_splits,
+    generate,
+    render_scenes,
+)
+from handrecon.data.readers import create_reader
+from handrecon.data.sample import check_sample
+from handrecon.errors import UserError
+from handrecon.render import project_points
+
+SMALL = ProceduralConfig(image_size=(64, 80), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, hand_model):
+    out = tmp_path_factory.mktemp("proc")
+    stats = generate(hand_model, SMALL, out, num=24, seed=3, progress=False)
+    return out, stats
+
+
+def _tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_by_seed_and_resumable(dataset, hand_model, tmp_path):
+    out, stats = dataset
+    assert sum(stats["counts"].values()) == 24 and stats["rendered"] == 24
+    # interrupt: remove a few samples' done markers (and one image), leave a stray temp file
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for i in (2, 7, 19):  # blocks of 8: samples 0-7 and 16-23 are redone
+        (copy / "labels" / f"{i:06d}.json").unlink()
+    next((copy / "images").rglob("image000007.jpg")).unlink()
+    (copy / "labels" / ".000002.json.x.tmp").write_text("{")
+    again = generate(hand_model, SMALL, copy, num=24, seed=3, progress=False)
+    assert again["rendered"] == 16
+    (copy / "labels" / ".000002.json.x.tmp").unlink()
+    assert _tree_bytes(copy) == _tree_bytes(out)
+    # another folder, same seed: identical files
+    fresh = tmp_path / "fresh"
+    generate(hand_model, SMALL, fresh, num=24, seed=3, progress=False)
+    assert _tree_bytes(fresh) == _tree_bytes(out)
+
+
+def test_refuses_to_mix_seeds_or_configs(dataset, hand_model):
+    out, _ = dataset
+    with pytest.raises(UserError, match="seed=3 num=24"):
+        generate(hand_model, SMALL, out, num=24, seed=4, progress=False)
+    with pytest.raises(UserError, match="another --out"):
+        generate(hand_model, ProceduralConfig(image_size=(64, 64)), out, num=24, seed=3, progress=False)
+
+
+def test_reader_meshes_reproject_onto_the_rendered_hands(dataset, hand_model):
+    out, _ = dataset
+    sampler = SceneSampler(hand_model, SMALL, seed=3, num=24)
+    meshes = SceneMeshes.build(hand_model)
+    errors = []
+    for split in ("train", "val", "test"):
+        reader = create_reader("ih26m", out, split, hand_model)
+        for i in range(len(reader)):
+            sample = reader[i]
+            check_sample(sample)
+            scene = sampler.sample(int(sample["sample_id"]))
+            assert scene.split == split and sample["hand_type"] == scene.hand_type
+            assert list(sample["mesh_valid"]) == list(scene.valid)
+            rendered = render_scenes([scene], hand_model, meshes, SMALL.image_size)
+            f, c = torch.as_tensor(sample["focal"])[None], torch.as_tensor(sample["princpt"])[None]
+            for h in np.flatnonzero(scene.valid):
+                sl = slice(778 * h, 778 * (h + 1))
+                ours = project_points(torch.as_tensor(sample["verts"][sl])[None], f, c)
+                drawn = project_points(rendered["verts_cam"][:, sl], f, c)
+                errors.append((ours - drawn).norm(dim=-1).mean().item())
+    assert np.mean(errors) < 0.01  # pixels
+
+
+def test_touching_and_apart_hands_keep_their_gaps(hand_model):
+    cfg = ProceduralConfig(single_hand_prob=0.0)
+    sampler = SceneSampler(hand_model, cfg, seed=0, num=60)
+    seen = set()
+    for i in range(60):
+        scene = sampler.sample(i)
+        seen.add(scene.interaction)
+        if scene.interaction not in ("touching", "apart"):
+            continue
+        verts = []
+        for h, side in enumerate(("right", "left")):
+            t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
+            out = hand_model.hand(side, betas=t(scene.shape[h]), global_orient=t(scene.pose[h, :3]), hand_pose=t(scene.pose[h, 3:]), transl=t(scene.transl[h]))
+            verts.append(out.vertices[0].numpy())
+        gap = cKDTree(verts[0]).query(verts[1])[0].min()
+        if scene.interaction == "touching":
+            assert gap < 0.0065
+        else:
+            assert gap > 0.029
+    assert seen == set(INTERACTIONS)
+
+
+def test_hand_and_forearm_form_a_closed_surface(hand_model):
+    meshes = SceneMeshes.build(hand_model)
+    tube = (int(meshes.faces.max()) + 1 - 1556) // 2  # forearm vertices per side, right first
+    for part in (1, 2):
+        hand_faces = meshes.faces[meshes.face_part == part]
+        start = 1556 + (part - 1) * tube
+        arm = meshes.faces[(meshes.face_part == 3) & ((meshes.faces >= start) & (meshes.faces < start + tube)).any(1)]
+        faces = torch.cat([hand_faces, arm]).numpy()
+        directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        assert len({tuple(e) for e in directed.tolist()}) == len(directed)  # consistent winding
+        _, counts = np.unique(np.sort(directed, 1), axis=0, return_counts=True)
+        assert (counts == 2).all()  # closed: every edge shared by two faces
+
+
+def test_splits_follow_fractions():
+    splits = assign_splits(1000, (0.8, 0.1, 0.1), seed=0)
+    assert [splits.count(s) for s in ("train", "val", "test")] == [800, 100, 100]
+    assert splits != assign_splits(1000, (0.8, 0.1, 0.1), seed=1)
+
+
+def test_state_file_records_the_config(dataset):
+    out, _ = dataset
+    state = json.loads((out / "procedural.json").read_text())
+    assert state["seed"] == 3 and state["num"] == 24 and state["config"]["image_size"] == [64, 80]
