@@ -1,0 +1,163 @@
+"""Synthetic-sample shards: webdataset tar files plus an index for random access.
+
+A shard is a plain webdataset tar (readable by `webdataset.WebDataset` in streaming order);
+each sample has three members under one key:
+
+| member          | content                                                              |
+|-----------------|----------------------------------------------------------------------|
+| `<key>.jpg`     | the generated image                                                  |
+| `<key>.cond.png`| the condition image it was generated from (rendered hand mesh)       |
+| `<key>.json`    | labels: the sample layout's camera and MANO fields (camera frame),   |
+|                 | joints2d, boxes, hand_type, plus prompt, seed and generator hash     |
+
+Meshes and 3D joints are not stored: `ShardSource` recomputes them from the MANO parameters
+with the hand model, exactly as the generator's condition was rendered from them.
+
+`index.json` beside the shards lists, per sample, the shard file and the byte offset and size
+of each member, so `ShardSource[i]` seeks straight to a sample (no scan, any order), which is
+what a `MixedBatchSampler` needs. Shards are written to a temporary name and renamed when
+complete; the index is rebuilt from the finished shards only.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+from ..hand_model.mano import SIDES, HandModel
+from ..io import atomic_write_json
+from .sample import empty_sample
+
+INDEX = "index.json"
+MEMBERS = ("jpg", "cond.png", "json")
+# label JSON fields copied into the sample (all camera frame / pixels)
+LABEL_FIELDS = ("focal", "princpt", "image_size", "mano_valid", "mano_pose", "mano_shape", "mano_transl", "joints2d", "boxes")
+
+
+def encode_image(image: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def labels_from_sample(sample: dict, **extra) -> dict:
+    """The JSON-able label record of a sample (camera frame), plus extra fields (prompt, seed...)."""
+    out = {k: np.asarray(sample[k]).tolist() for k in LABEL_FIELDS}
+    out.update(sample_id=str(sample["sample_id"]), hand_type=sample["hand_type"])
+    out.update(extra)
+    return out
+
+
+def write_shard(path: str | os.PathLike, records: Iterable[tuple[str, bytes, bytes, dict]]) -> Path:
+    """Write (key, jpg bytes, condition png bytes, labels) records as one tar, atomically."""
+    import webdataset as wds
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        writer = wds.TarWriter(fh, encoder=False, mtime=0.0)  # fixed mtime: identical bytes on rerun
+        for key, jpg, cond, labels in records:
+            writer.write({"__key__": key, "jpg": jpg, "cond.png": cond, "json": json.dumps(labels).encode()})
+        writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def scan_shard(path: Path) -> list[dict]:
+    """Index entries of one shard: key and (offset, size) of each member, in file order."""
+    entries: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            entry = entries.setdefault(key, {"key": key, "shard": path.name})
+            entry[ext] = [member.offset_data, member.size]
+    for key, entry in entries.items():
+        missing = [m for m in MEMBERS if m not in entry]
+        if missing:
+            raise UserError(f"{path}: sample '{key}' lacks member(s) {missing}")
+    return list(entries.values())
+
+
+def build_index(root: str | os.PathLike, pattern: str = "shard-*.tar") -> Path:
+    """Scan every finished shard under `root` (sorted by name) and write index.json."""
+    root = Path(root)
+    samples = [entry for shard in sorted(root.glob(pattern)) for entry in scan_shard(shard)]
+    keys = [s["key"] for s in samples]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"{root}: duplicate sample keys across shards")
+    return atomic_write_json(root / INDEX, {"version": 1, "samples": samples})
+
+
+class ShardSource(torch.utils.data.Dataset):
+    """Random-access dataset over indexed shards; samples follow the sample layout.
+
+    Args:
+        root: folder with shard-*.tar and index.json.
+        hand_model: recomputes verts / joints3d from the stored MANO parameters.
+        load_images: False skips decoding the image (labels only).
+        source: the `source` tag of every sample.
+    """
+
+    def __init__(self, root: str | os.PathLike, hand_model: HandModel, load_images: bool = True, source: str = "synth"):
+        self.root = Path(root)
+        index = self.root / INDEX
+        if not index.is_file():
+            raise UserError(f"no shard index at {index}: the cache job writes it when it finishes (or call build_index)")
+        self.samples = json.loads(index.read_text())["samples"]
+        self.hand_model = hand_model
+        self.load_images = load_images
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s["key"] for s in self.samples]
+
+    def read_member(self, i: int, member: str) -> bytes:
+        entry = self.samples[i]
+        offset, size = entry[member]
+        with open(self.root / entry["shard"], "rb") as fh:  # opened per read: safe in forked workers
+            fh.seek(offset)
+            data = fh.read(size)
+        if len(data) != size:
+            raise UserError(f"{self.root / entry['shard']}: truncated at sample '{entry['key']}' ({member})")
+        return data
+
+    def labels(self, i: int) -> dict:
+        return json.loads(self.read_member(i, "json"))
+
+    def __getitem__(self, i: int) -> dict:
+        labels = self.labels(i)
+        entry = self.samples[i]
+        sample = empty_sample(labels["sample_id"], self.source)
+        sample["image_path"] = f"{self.root / entry['shard']}#{entry['key']}"
+        sample["hand_type"] = labels["hand_type"]
+        for key in LABEL_FIELDS:
+            sample[key] = np.asarray(labels[key], dtype=sample[key].dtype)
+        sample["mesh_valid"] = sample["mano_valid"].copy()
+        with torch.no_grad():
+            for h, side in enumerate(SIDES):
+                if not sample["mano_valid"][h]:
+                    continue
+                t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
+                pose = sample["mano_pose"][h]
+                out = self.hand_model.hand(
+                    side, betas=t(sample["mano_shape"][h]), global_orient=t(pose[:3]), hand_pose=t(pose[3:]), transl=t(sample["mano_transl"][h])
+                )
+                sample["verts"][778 * h : 778 * (h + 1)] = out.vertices[0].numpy()
+                sample["joints3d"][21 * h : 21 * (h + 1)] = out.joints[0].numpy()
+                sample["joints_valid"][21 * h : 21 * (h + 1)] = True
+        if self.load_images:
+            sample["image"] = np.array(Image.open(io.BytesIO(self.read_member(i, "jpg"))).convert("RGB"))
+        return sample
