@@ -5,10 +5,10 @@ import time
 
 import pytest
 import torch
+from live_producers import fast, slow
 
 from handrecon.data.live import LiveSource
 from handrecon.errors import UserError
-from live_producers import fast, slow
 
 
 def test_block_policy_delivers_every_generation_once_in_order():
