@@ -3,7 +3,8 @@
 A schema is a (possibly frozen) dataclass whose sections are nested dataclasses. Supported field
 types: ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, ``Enum`` subclasses, ``Literal[...]``,
 ``Optional[X]`` / ``X | None`` (and other unions of supported types, tried in order), ``list[X]``,
-``tuple[X, ...]`` and ``tuple[X, Y]``. A field may restrict its values with
+``tuple[X, ...]``, ``tuple[X, Y]`` and ``dict[str, X]`` (a whole mapping replaces the field's
+value; a dotted key such as ``--set data.ratios.synth=0.3`` sets one entry). A field may restrict its values with
 ``field(default="cpu", metadata={"choices": ("cpu", "cuda", "auto")})``. A field without a default
 is required. ``__post_init__`` may add cross-field checks by raising ``ValueError``.
 
@@ -139,6 +140,11 @@ class _Override:
     text: str
 
 
+def _unwrap(value: Any) -> tuple[Any, str | None]:
+    """(value, raw --set text) of a possibly wrapped override value."""
+    return (value.value, value.text) if isinstance(value, _Override) else (value, None)
+
+
 def _dotted(path: _Path) -> str:
     out = ""
     for part in path:
@@ -182,6 +188,8 @@ def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(tp):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is dict:
+        return f"mapping of {_type_name(args[1])}"
     if origin is list:
         return f"list of {_type_name(args[0])}"
     if origin is tuple:
@@ -235,6 +243,10 @@ def _coerce(tp: Any, value: Any, path: _Path, raw: str | None = None) -> Any:
         if len(value) != len(args):
             fail()
         return tuple(_coerce(a, v, (*path, i)) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            fail()
+        return {k: _coerce(args[1], _unwrap(v)[0], (*path, k), _unwrap(v)[1]) for k, v in value.items()}
     if origin is Literal:
         for choice in args:
             for candidate in (value, raw):
@@ -332,6 +344,9 @@ def _merge(schema: type, base: dict[str, Any], update: Mapping[Any, Any], path: 
                 kind = "a mapping or null" if tp is not section else "a mapping"
                 raise _Invalid(key_path, f"expected {kind} for section '{_dotted(key_path)}', got {_show(value)}")
             continue
+        if typing.get_origin(tp) is dict and isinstance(value, Mapping) and any(isinstance(v, _Override) for v in value.values()):
+            # `--set data.ratios.synth=0.3` sets one entry; a whole mapping replaces the field
+            value = {**(base.get(key) or {}), **value}
         value = _coerce(tp, value, key_path, raw)
         _check_choices(field, value, key_path)
         base[key] = value
@@ -343,6 +358,8 @@ def _as_dict(obj: Any) -> Any:
         return {name: _as_dict(getattr(obj, name)) for name in _schema_fields(type(obj))}
     if isinstance(obj, (list, tuple)):
         return [_as_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _as_dict(v) for k, v in obj.items()}
     return obj
 
 
@@ -513,6 +530,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return {name: plain(getattr(value, name)) for name in _schema_fields(type(value))}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
         if isinstance(value, PurePath):
             return str(value)
         if isinstance(value, enum.Enum):

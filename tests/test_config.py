@@ -393,3 +393,30 @@ def test_tool_subprocess_error_line(tmp_path):
     bad = subprocess.run([*cmd, "--set", "train.lr=abc"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == ["error: --set train.lr=abc: expected float for 'train.lr', got 'abc'"]
+
+
+@dataclass
+class MixData:
+    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})
+
+
+@dataclass
+class MixCfg:
+    data: MixData = field(default_factory=MixData)
+
+
+def test_mapping_fields_replace_whole_or_set_one_entry(tmp_path):
+    Cfg = MixCfg
+    assert load_config(Cfg, None, ["data.ratios.synth=0.3"]).data.ratios == {"real": 1.0, "synth": 0.3}
+    assert load_config(Cfg, None, ["data.ratios={synth: 1}"]).data.ratios == {"synth": 1.0}
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  ratios: {real: 0.7, synth: 0.3}\n")
+    cfg = load_config(Cfg, path, ["data.ratios.real=0.5"])
+    assert cfg.data.ratios == {"real": 0.5, "synth": 0.3}
+    saved = tmp_path / "saved.yaml"
+    save_config(cfg, saved)
+    assert load_config(Cfg, saved) == cfg
+    with pytest.raises(ConfigError, match=r"expected float for 'data\.ratios\.synth', got 'abc'"):
+        load_config(Cfg, None, ["data.ratios.synth=abc"])
+    with pytest.raises(ConfigError, match="expected mapping of float for 'data.ratios'"):
+        load_config(Cfg, None, ["data.ratios=3"])
