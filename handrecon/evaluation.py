@@ -1,0 +1,219 @@
+"""Evaluation runs: ground truth from a reader, predictions from a file, reports and pictures.
+
+The metric arithmetic lives in `handrecon.metrics`; this module gathers arrays, matches
+predictions to samples by id, and writes what people read: a table, metrics.json with
+provenance, a per-sample CSV and PNG overlays of the best and worst samples.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+# dataset name -> (reader name, MRRPE sample-selection policy of its protocol)
+DATASETS = {
+    "ih26m": ("ih26m", "ih26m"),
+    "procedural": ("ih26m", "ih26m"),  # written in InterHand2.6M format
+    "reih": ("reih", "reih"),
+    "hic": ("hic", "hic"),
+}
+
+
+@dataclass
+class GroundTruth:
+    sample_ids: list[str]
+    verts: np.ndarray  # (N, 1556, 3) m
+    mesh_valid: np.ndarray  # (N, 2)
+    joints3d: np.ndarray  # (N, 42, 3) m
+    joints_valid: np.ndarray  # (N, 42)
+    hand_type: np.ndarray  # (N,) str
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "verts": self.verts,
+            "mesh_valid": self.mesh_valid,
+            "joints3d": self.joints3d,
+            "joints_valid": self.joints_valid,
+            "hand_type": self.hand_type,
+        }
+
+
+def load_ground_truth(reader) -> GroundTruth:
+    """Stack the evaluation fields of every sample of a reader (built with load_images=False)."""
+    fields = ("verts", "mesh_valid", "joints3d", "joints_valid")
+    rows: dict[str, list] = {k: [] for k in fields + ("hand_type", "sample_id")}
+    for i in range(len(reader)):
+        sample = reader[i]
+        for k in rows:
+            rows[k].append(sample[k])
+    if not rows["sample_id"]:
+        raise UserError("the dataset split has no samples to evaluate")
+    return GroundTruth(
+        sample_ids=[str(s) for s in rows["sample_id"]],
+        verts=np.stack(rows["verts"]).astype(np.float64),
+        mesh_valid=np.stack(rows["mesh_valid"]),
+        joints3d=np.stack(rows["joints3d"]).astype(np.float64),
+        joints_valid=np.stack(rows["joints_valid"]),
+        hand_type=np.array(rows["hand_type"]),
+    )
+
+
+def _listing(ids: list[str], limit: int = 5) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def load_predictions(path: str | Path, sample_ids: list[str]) -> dict[str, np.ndarray]:
+    """Read a predictions .npz and order it like `sample_ids`.
+
+    Fields: `sample_ids` (N,), `verts` (N, 1556, 3) metres, right hand first, camera frame of
+    the annotation; optional `rel_trans` (N, 3) left-minus-right wrist offset in metres.
+    Missing or extra ids are an error listing a few of them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"predictions file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable .npz ({exc})") from exc
+    for key in ("sample_ids", "verts"):
+        if key not in data:
+            raise UserError(f"{path}: missing field '{key}' (found: {', '.join(data.files)})")
+    ids = [str(x) for x in data["sample_ids"].tolist()]
+    verts = data["verts"]
+    if verts.ndim != 3 or verts.shape[1:] != (1556, 3) or verts.shape[0] != len(ids):
+        raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, 1556, 3), got {verts.shape}")
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise UserError(f"{path}: duplicate sample ids: {_listing(dup)}")
+    position = {sid: k for k, sid in enumerate(ids)}
+    missing = [sid for sid in sample_ids if sid not in position]
+    wanted = set(sample_ids)
+    extra = [sid for sid in ids if sid not in wanted]
+    if missing:
+        raise UserError(f"{path}: no prediction for {len(missing)} sample(s) of the split: {_listing(missing)}")
+    if extra:
+        raise UserError(f"{path}: predictions for {len(extra)} id(s) not in the split: {_listing(extra)}")
+    order = np.array([position[sid] for sid in sample_ids])
+    out = {"verts": verts[order].astype(np.float64)}
+    if "rel_trans" in data:
+        rel = data["rel_trans"]
+        if rel.shape != (len(ids), 3):
+            raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {rel.shape}")
+        out["rel_trans"] = rel[order].astype(np.float64)
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("sesahand")
+    except PackageNotFoundError:
+        ver = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{ver}+{commit}" if commit else ver
+
+
+def format_table(summary: dict[str, float], ci: dict[str, tuple[float, float]] | None = None) -> str:
+    """A plain-text table: metric, value, optional 95% interval."""
+    width = max(len(k) for k in summary)
+    lines = [f"{'metric':<{width}}  {'value':>9}" + ("  95% CI" if ci else "")]
+    for key, value in summary.items():
+        line = f"{key:<{width}}  {value:>9.3f}"
+        if ci and key in ci:
+            lo, hi = ci[key]
+            line += f"  [{lo:.3f}, {hi:.3f}]"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_per_sample_csv(path: Path, sample_ids: list[str], hand_type: np.ndarray, per_sample: dict[str, np.ndarray]) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = list(per_sample)
+    writer.writerow(["sample_id", "hand_type", *keys])
+    for i, sid in enumerate(sample_ids):
+        writer.writerow([sid, hand_type[i], *(_fmt(per_sample[k][i]) for k in keys)])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(value: Any) -> str:
+    value = float(value)
+    return "" if np.isnan(value) else f"{value:.4f}"
+
+
+def write_metrics_json(path: Path, summary: dict, provenance: dict, ci: dict | None = None) -> Path:
+    payload = {"metrics": summary, "provenance": provenance}
+    if ci:
+        payload["ci95"] = {k: list(v) for k, v in ci.items()}
+    return atomic_write_json(path, payload, indent=1)
+
+
+def save_overlays(
+    path: Path, reader, indices: list[int], pred_verts: np.ndarray, gt_verts: np.ndarray, mesh_valid: np.ndarray, titles: list[str], faces
+) -> Path:
+    """One PNG: per sample, the image with the ground-truth mesh (green) and the prediction (red).
+
+    Only hands with a ground-truth mesh are drawn (a prediction for an absent hand is not scored).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .render import render_mesh
+
+    n = len(indices)
+    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), squeeze=False)
+    for col, (i, title) in enumerate(zip(indices, titles)):
+        sample = reader[i]
+        image = sample["image"].astype(np.float32) / 255
+        h, w = image.shape[:2]
+        drawn = np.repeat(mesh_valid[i], 778)[:, None]
+        for row, (verts, colour) in enumerate(((gt_verts[i], (0.2, 0.9, 0.3)), (pred_verts[i], (0.95, 0.25, 0.2)))):
+            verts = np.where(drawn, verts, [0.0, 0.0, -1.0])  # behind the camera: not rasterized
+            out = render_mesh(
+                torch.as_tensor(verts, dtype=torch.float32)[None],
+                faces,
+                torch.as_tensor(sample["focal"])[None],
+                torch.as_tensor(sample["princpt"])[None],
+                (h, w),
+                vertex_colors=torch.tensor(colour).expand(verts.shape[0], 3),
+            )
+            mask = out["mask"][0].numpy()[..., None]
+            blend = np.where(mask, 0.4 * image + 0.6 * out["image"][0].numpy(), image)
+            ax = axes[row, col]
+            ax.imshow(blend)
+            ax.set_axis_off()
+            ax.set_title(("gt " if row == 0 else "pred ") + title, fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

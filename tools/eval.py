@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Evaluate hand-mesh predictions on a dataset split with the InterWild (or DIR) protocol."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from handrecon.cli import run_tool
+from handrecon.errors import UserError
+from handrecon.evaluation import (
+    DATASETS,
+    code_version,
+    file_sha256,
+    format_table,
+    load_ground_truth,
+    load_predictions,
+    save_overlays,
+    write_metrics_json,
+    write_per_sample_csv,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from handrecon import metrics
+
+    parser = argparse.ArgumentParser(description=__doc__.strip())
+    parser.add_argument("--predictions", required=True, type=Path, help="npz: sample_ids (N,), verts (N,1556,3) m, optional rel_trans (N,3)")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--data-root", required=True, type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--protocol", default="interwild", choices=sorted(metrics.PROTOCOLS))
+    parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: DATA_ROOT/mano, as make_procedural writes it)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: eval_<dataset>_<split> beside the predictions)")
+    parser.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% confidence intervals (0: none)")
+    parser.add_argument("--overlays", type=int, default=4, help="best and worst samples drawn as PNG overlays (0: none)")
+    args = parser.parse_args(argv)
+
+    from handrecon.data.readers import create_reader
+    from handrecon.hand_model.mano import HandModel
+
+    mano_dir = args.mano_dir or args.data_root / "mano"
+    if not mano_dir.is_dir():
+        raise UserError(f"no MANO folder at {mano_dir}; pass --mano-dir with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    hand_model = HandModel(mano_dir)
+    reader_name, selection = DATASETS[args.dataset]
+    reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False)
+    gt = load_ground_truth(reader)
+    pred = load_predictions(args.predictions, gt.sample_ids)
+
+    result = metrics.evaluate(pred, gt.as_dict(), protocol=args.protocol, dataset=selection, hand_model=hand_model)
+    ci = metrics.bootstrap_ci(result, n=args.bootstrap) if args.bootstrap else None
+    print(format_table(result.summary, ci))
+
+    out = args.out or args.predictions.parent / f"eval_{args.dataset}_{args.split}"
+    provenance = {
+        "dataset": args.dataset,
+        "data_root": str(args.data_root.resolve()),
+        "split": args.split,
+        "protocol": args.protocol,
+        "mrrpe_selection": selection,
+        "num_samples": len(gt.sample_ids),
+        "predictions": str(args.predictions.resolve()),
+        "predictions_sha256": file_sha256(args.predictions),
+        "mano_dir": str(mano_dir.resolve()),
+        "bootstrap": args.bootstrap,
+        "code_version": code_version(),
+    }
+    write_metrics_json(out / "metrics.json", result.summary, provenance, ci)
+    write_per_sample_csv(out / "per_sample.csv", gt.sample_ids, gt.hand_type, result.per_sample)
+    if args.overlays:
+        score = result.ranking  # (N,) per-sample error used to rank, NaN where undefined
+        order = [i for i in np.argsort(score) if np.isfinite(score[i])]
+        k = min(args.overlays, len(order) // 2 or len(order))
+        picks = {"best": order[:k], "worst": order[::-1][:k]}
+        image_reader = create_reader(reader_name, args.data_root, args.split, hand_model)
+        for name, idx in picks.items():
+            titles = [f"{gt.sample_ids[i]}: {score[i]:.1f} mm" for i in idx]
+            save_overlays(
+                out / f"overlays_{name}.png", image_reader, idx, pred["verts"], gt.verts, gt.mesh_valid, titles, hand_model.faces_two_hand
+            )
+    print(f"wrote {out}/metrics.json, per_sample.csv" + (", overlays_best.png, overlays_worst.png" if args.overlays else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
