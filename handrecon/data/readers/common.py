@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from PIL import Image
 from ...errors import UserError
 from ...hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ...hand_model.mano import HandModel
-from ..sample import empty_sample
+from ..sample import HAND_TYPES, empty_sample
 
 # Hand boxes: the tight box of the hand's points, grown about its centre by this factor
 # (InterWild's extend_ratio for hand boxes), then clipped to the image.
@@ -226,6 +226,18 @@ def new_sample(
     sample["princpt"] = np.asarray(princpt, dtype=np.float32)
     sample["hand_type"] = hand_type
     return sample
+
+
+def coco_annotation_keys(ann: Any, images: Mapping[int, Any], file: str, where: str) -> tuple[int, str]:
+    """The checked `image_id` (must name an entry of `images`) and `hand_type` of a COCO-style
+    annotation (InterHand2.6M data.json, HIC.json)."""
+    image_id = field_value(ann, "image_id", file, where, int)
+    if image_id not in images:
+        raise DataFormatError(f"{file}: {where}: field 'image_id' is {image_id}, which is not the id of any entry in 'images'")
+    hand_type = field_value(ann, "hand_type", file, where, str)
+    if hand_type not in HAND_TYPES:
+        raise DataFormatError(f"{file}: {where}: field 'hand_type' must be one of {', '.join(HAND_TYPES)}, got {hand_type!r}")
+    return image_id, hand_type
 
 
 class BaseReader(torch.utils.data.Dataset):

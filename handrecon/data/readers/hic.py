@@ -21,13 +21,13 @@ import torch
 
 from ...hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ...hand_model.mano import SIDES, HandModel
-from ..sample import HAND_TYPES
 from . import register_reader
 from .common import (
     BaseReader,
     DataFormatError,
     box_from_points,
     card_hint,
+    coco_annotation_keys,
     field_value,
     load_json,
     new_sample,
@@ -222,12 +222,7 @@ class HICReader(BaseReader):
         for n, ann in enumerate(field_value(data, "annotations", file, "", list)):
             aid = field_value(ann, "id", file, f"annotations[{n}]", int)
             where = f"annotation {aid}"
-            image_id = field_value(ann, "image_id", file, where, int)
-            if image_id not in images:
-                raise DataFormatError(f"{file}: {where}: field 'image_id' is {image_id}, which is not the id of any entry in 'images'")
-            hand_type = field_value(ann, "hand_type", file, where, str)
-            if hand_type not in HAND_TYPES:
-                raise DataFormatError(f"{file}: {where}: field 'hand_type' must be one of {', '.join(HAND_TYPES)}, got {hand_type!r}")
+            image_id, hand_type = coco_annotation_keys(ann, images, file, where)
             meshes = {side: field_value(ann, f"{side}_mano_path", file, where, (str, type(None))) for side in SIDES}
             entries.append({"id": aid, "hand_type": hand_type, "meshes": meshes, **images[image_id]})
         return entries

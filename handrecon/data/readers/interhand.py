@@ -30,7 +30,6 @@ import numpy as np
 from ...hand_model.constants import IH26M_TO_OURS, NUM_JOINTS, OURS_TO_IH26M
 from ...hand_model.mano import SIDES, HandModel
 from ...io import atomic_write_json, atomic_write_text
-from ..sample import HAND_TYPES
 from . import register_reader
 from .common import (
     BaseReader,
@@ -38,6 +37,7 @@ from .common import (
     ManoParams,
     box_from_points,
     card_hint,
+    coco_annotation_keys,
     field_array,
     field_value,
     load_json,
@@ -289,12 +289,7 @@ def load_interhand_split(
 
 def _record(ann: dict, aid: int, images_by_id: dict[int, dict], parser: _Parser, file: str) -> InterHandRecord:
     where = f"annotation {aid}"
-    image_id = field_value(ann, "image_id", file, where, int)
-    if image_id not in images_by_id:
-        raise DataFormatError(f"{file}: {where}: field 'image_id' is {image_id}, which is not the id of any entry in 'images'")
-    hand_type = field_value(ann, "hand_type", file, where, str)
-    if hand_type not in HAND_TYPES:
-        raise DataFormatError(f"{file}: {where}: field 'hand_type' must be one of {', '.join(HAND_TYPES)}, got {hand_type!r}")
+    image_id, hand_type = coco_annotation_keys(ann, images_by_id, file, where)
     joint_valid = field_array(field_value(ann, "joint_valid", file, where, list), (NUM_IH26M_JOINTS,), file, where, "joint_valid") > 0
     bbox = field_array(ann["bbox"], (4,), file, where, "bbox") if ann.get("bbox") is not None else None
     hand_type_valid = bool(field_value(ann, "hand_type_valid", file, where, (int, float, bool))) if "hand_type_valid" in ann else True
