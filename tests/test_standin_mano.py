@@ -185,3 +185,18 @@ def test_write_is_idempotent(tmp_path):
     r2, _ = write_standin_mano(tmp_path)
     assert r2 == r1 and r1.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_joint_regressor_spreads_over_its_own_digit(right):
+    jreg = right["J_regressor"].toarray()
+    np.testing.assert_allclose(jreg.sum(1), 1.0, atol=1e-9)
+    assert (jreg >= 0).all()
+    # >= 10 effective vertices per joint (sum of squared weights <= 0.1), so a regressed joint is steady
+    assert (jreg**2).sum(1).max() <= 0.1
+    # a finger joint never draws on another digit: its vertices are skinned to the same digit
+    digit_of_joint = {j: d for d, js in enumerate(((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12), (13, 14, 15))) for j in js}
+    owner = right["weights"].argmax(1)
+    for j in range(1, 13):
+        used = np.flatnonzero(jreg[j] > 0)
+        digits = {digit_of_joint.get(int(o), -1) for o in owner[used]}
+        assert digits <= {digit_of_joint[j], -1}, (j, digits)

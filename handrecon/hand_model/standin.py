@@ -323,10 +323,12 @@ def _diffuse(values: np.ndarray, adj: sparse.csr_matrix, iters: int, rate: float
     return x
 
 
-def _convex_regressor(verts: np.ndarray, target: np.ndarray, k: int = 12, reg: float = 1e-4) -> np.ndarray:
-    """Non-negative weights summing to one over the k vertices nearest `target`, whose weighted
-    mean is as close to `target` as possible (ties broken towards uniform weights)."""
-    idx = np.argsort(np.linalg.norm(verts - target, axis=1))[:k]
+def _convex_regressor(verts: np.ndarray, target: np.ndarray, allowed: np.ndarray, k: int = 24, reg: float = 1e-2) -> np.ndarray:
+    """Non-negative weights summing to one over the k `allowed` vertices nearest `target`, whose
+    weighted mean is as close to `target` as possible, spread as evenly as that allows (a joint
+    regressed from many vertices is as steady as MANO's)."""
+    cand = np.flatnonzero(allowed)
+    idx = cand[np.argsort(np.linalg.norm(verts[cand] - target, axis=1))[:k]]
     big = 1e3
     a = np.concatenate([big * verts[idx].T, big * np.ones((1, k)), np.sqrt(reg) * np.eye(k)])
     b = np.concatenate([big * target, [big], np.full(k, np.sqrt(reg) / k)])
@@ -430,7 +432,13 @@ def build_standin_mano(is_rhand: bool = True) -> dict:
     rows = _row_positions(_THUMB)
     targets[14] = thumb_base + rows[_THUMB.r1] * parts.axis[parts.digit == 4][0]
     targets[15] = thumb_base + rows[_THUMB.r2] * parts.axis[parts.digit == 4][0]
-    j_reg = np.stack([_convex_regressor(verts, t_) for t_ in targets])
+    # each joint draws on its own digit only (the wrist on the palm, the thumb's base also on it)
+    owner = np.full(16, -1)
+    for f, d in enumerate(_FINGERS + (_THUMB,)):
+        owner[list(d.joints)] = f
+    allowed = [parts.digit == owner[j] for j in range(16)]
+    allowed[13] = allowed[13] | (parts.digit == -1)
+    j_reg = np.stack([_convex_regressor(verts, t_, ok) for t_, ok in zip(targets, allowed)])
 
     # --- shape blend shapes (design frame), each a displacement per unit coefficient.
     normals = vertex_normals_np(verts, faces)
