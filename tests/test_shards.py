@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import webdataset as wds
+from shard_utils import write_test_shards
 
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
 from handrecon.data.sample import check_sample
-from handrecon.data.shards import ShardSource, build_index, encode_image, labels_from_sample, write_shard
+from handrecon.data.shards import ShardSource, build_index, write_shard
 from handrecon.errors import UserError
 
 
@@ -22,18 +23,7 @@ def samples(tmp_path_factory, hand_model):
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory, samples):
-    root = tmp_path_factory.mktemp("shards")
-    for k in range(2):
-        chunk = samples[k::2]
-        write_shard(
-            root / f"shard-{k:06d}.tar",
-            [
-                (f"s{int(s['sample_id']):06d}", encode_image(s["image"], "JPEG"), encode_image(s["image"][..., 0], "PNG"), labels_from_sample(s, prompt="two hands", seed=int(s["sample_id"])))
-                for s in chunk
-            ],
-        )
-    build_index(root)
-    return root
+    return write_test_shards(samples, tmp_path_factory.mktemp("shards"), per_shard=(len(samples) + 1) // 2)
 
 
 def test_random_access_reproduces_the_samples(shard_dir, samples, hand_model):

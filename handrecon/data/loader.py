@@ -1,0 +1,108 @@
+"""The data section of an experiment: which sources, mixed at which ratios, into which loader.
+
+    data:
+      real:  {kind: ih26m, root: datasets/InterHand2.6M, split: train}
+      synth: {kind: shards, root: runs/cache/shards}
+      ratios: {real: 0.7, synth: 0.3}      # --set data.ratios.synth=0.5 changes one entry
+      batch_size: 32                        # per rank
+      epoch_source: real                    # one epoch = one pass over the real data
+
+Each named section is one source; `ratios` keys name sections. `build_mixed_loader` returns a
+DataLoader whose batches hold exactly each source's quota (MixedBatchSampler) and whose samples
+carry their source's section name in `source`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from ..hand_model.mano import HandModel
+from .mixing import ConcatSources, MixedBatchSampler
+
+SOURCE_NAMES = ("real", "synth")
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "ih26m"  # a reader name (ih26m, reih, hic) or 'shards' (a cache folder)
+    root: str = ""
+    split: str = "train"
+
+
+@dataclass
+class DataConfig:
+    real: SourceConfig | None = field(default_factory=SourceConfig)
+    synth: SourceConfig | None = None
+    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})
+    batch_size: int = 32  # per rank
+    epoch_source: str | None = "real"  # one epoch = one pass over this source ...
+    steps_per_epoch: int | None = None  # ... or exactly this many steps
+    num_workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        configured = [n for n in SOURCE_NAMES if getattr(self, n) is not None]
+        unknown = [k for k in self.ratios if k not in configured]
+        if unknown:
+            raise ValueError(f"data.ratios names {unknown}, which are not configured sources (configured: {configured})")
+        if (self.epoch_source is None) == (self.steps_per_epoch is None):
+            raise ValueError("set exactly one of data.epoch_source and data.steps_per_epoch")
+
+
+def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True) -> torch.utils.data.Dataset:
+    """A reader (by registry name) or a ShardSource, for one source section."""
+    if not cfg.root:
+        raise UserError(f"source of kind '{cfg.kind}' has no root folder: set its 'root'")
+    if cfg.kind == "shards":
+        from .shards import ShardSource
+
+        return ShardSource(cfg.root, hand_model, load_images=load_images)
+    from .readers import create_reader
+
+    return create_reader(cfg.kind, cfg.root, cfg.split, hand_model, load_images=load_images)
+
+
+class MappedDataset(torch.utils.data.Dataset):
+    """Applies `fn(sample, index)` to every sample (augmentation, cropping to the model input)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, fn: Callable[[dict, int], dict]):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.fn(self.dataset[index], index)
+
+
+def build_mixed_loader(
+    cfg: DataConfig,
+    hand_model: HandModel,
+    rank: int = 0,
+    world_size: int = 1,
+    transform: Callable[[dict, int], dict] | None = None,
+) -> tuple[torch.utils.data.DataLoader, MixedBatchSampler, ConcatSources]:
+    """DataLoader over the configured sources with exact per-batch ratios.
+
+    `transform(sample, global_index)` runs in the workers (it must give every image the same
+    size so batches collate). Call `sampler.set_epoch(e)` before each epoch.
+    """
+    sources = ConcatSources({n: build_source(getattr(cfg, n), hand_model) for n in SOURCE_NAMES if getattr(cfg, n) is not None})
+    sampler = MixedBatchSampler(
+        sources.sizes,
+        cfg.ratios,
+        cfg.batch_size,
+        cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        epoch_source=cfg.epoch_source,
+        steps_per_epoch=cfg.steps_per_epoch,
+    )
+    dataset = MappedDataset(sources, transform) if transform is not None else sources
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available()
+    )
+    return loader, sampler, sources

@@ -1,0 +1,68 @@
+"""The experiment data section: sources from config, exact ratios per batch through a DataLoader."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from shard_utils import write_test_shards
+
+from handrecon.config import ConfigError, load_config
+from handrecon.data.loader import DataConfig, build_mixed_loader
+from handrecon.data.procedural import ProceduralConfig, generate
+from handrecon.data.readers import create_reader
+
+
+@dataclass
+class Experiment:
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory, hand_model):
+    real = tmp_path_factory.mktemp("real")
+    generate(hand_model, ProceduralConfig(image_size=(48, 48), batch_size=24, split_fractions=(1.0, 0.0, 0.0)), real, num=24, seed=1, progress=False)
+    synth_src = tmp_path_factory.mktemp("synth_src")
+    generate(hand_model, ProceduralConfig(image_size=(48, 48), batch_size=12, split_fractions=(1.0, 0.0, 0.0)), synth_src, num=12, seed=2, progress=False)
+    reader = create_reader("ih26m", synth_src, "train", hand_model)
+    shards = write_test_shards([reader[i] for i in range(len(reader))], tmp_path_factory.mktemp("shards"), per_shard=5)
+    return real, shards
+
+
+def test_yaml_and_set_build_a_loader_with_exact_ratios(roots, hand_model, tmp_path):
+    real, shards = roots
+    yaml = tmp_path / "exp.yaml"
+    yaml.write_text(
+        f"data:\n  real: {{kind: ih26m, root: '{real}', split: train}}\n  synth: {{kind: shards, root: '{shards}'}}\n"
+        "  ratios: {real: 0.5, synth: 0.5}\n  batch_size: 8\n  num_workers: 0\n"
+    )
+    cfg = load_config(Experiment, yaml, ["data.ratios.synth=0.25", "data.ratios.real=0.75"])
+    loader, sampler, sources = build_mixed_loader(cfg.data, hand_model)
+    assert sources.sizes == {"real": 24, "synth": 12}
+    counts = [Counter(batch["source"]) for batch in loader]
+    assert len(counts) == len(sampler) == 4  # one pass over 24 real samples, 6 per batch
+    assert all(c == {"real": 6, "synth": 2} for c in counts)
+    batch = next(iter(loader))
+    assert tuple(batch["verts"].shape) == (8, 1556, 3) and tuple(batch["image"].shape) == (8, 48, 48, 3)
+
+
+def test_transform_runs_per_sample(roots, hand_model):
+    real, _ = roots
+    cfg = DataConfig(batch_size=4, num_workers=0)
+    cfg.real.root = str(real)
+
+    def crop(sample, index):
+        return {**sample, "image": sample["image"][:16, :16], "index": index}
+
+    loader, _, _ = build_mixed_loader(cfg, hand_model, transform=crop)
+    batch = next(iter(loader))
+    assert tuple(batch["image"].shape) == (4, 16, 16, 3)
+    assert np.all(np.asarray(batch["index"]) < 24)
+
+
+def test_bad_data_sections_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"names \['synth'\], which are not configured"):
+        load_config(Experiment, None, ["data.ratios.synth=0.3"])
+    with pytest.raises(ConfigError, match="exactly one of data.epoch_source and data.steps_per_epoch"):
+        load_config(Experiment, None, ["data.steps_per_epoch=10"])
