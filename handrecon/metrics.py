@@ -1,278 +1,681 @@
-"""Reconstruction metrics, vectorised over samples: the InterWild protocol and the DIR protocol.
+"""Two-hand reconstruction metrics, vectorised over samples: the InterWild and the DIR protocols.
 
-Inputs are metres, outputs millimetres. Meshes are (N, 1556, 3), right hand first; each hand's
-joints are regressed from its own mesh with the (21, 778) regressor of `HandModel` (wrist =
-joint 0, middle-finger MCP = joint 9).
+Units and layout
+----------------
+Inputs are metres, outputs millimetres. A two-hand mesh is (N, 1556, 3): right-hand vertices
+0..777, then left 778..1555. Joints are (N, 42, 3) in our 21-joint order per hand, right hand
+first (wrist = joint 0, middle-finger MCP = joint 9 of each hand). Each hand's joints are
+regressed from that hand's own mesh with `HandModel.joint_regressor(side)` (21, 778);
+`regressors` below is both stacked, (2, 21, 778), right first. Every function takes numpy
+arrays or torch tensors and computes in float64; the core functions return torch tensors,
+`evaluate` returns numpy. Undefined values (a hand without ground truth, a sample outside a
+metric's sample set) are NaN.
 
-InterWild protocol (`interwild/...`), keys name the alignment before the unit:
-- `mpvpe_{all,single,inter}_wrist_mm`: per-vertex error after aligning each hand at its own
-  wrist (prediction at the predicted wrist, ground truth at the ground-truth wrist), no scale,
-  no rotation. `all` = mean over every hand with a ground-truth mesh; `single` = hands of
-  one-hand samples; `inter` = hands of interacting samples.
-- `rrve_rightwrist_mm`: both hands placed relative to the right wrist, the left one by its
-  relative translation (ground truth for ground truth, prediction for prediction), mean over
-  all 1556 vertices; samples with both ground-truth meshes.
-- `mrrpe_mm`: || rel_pred - rel_gt ||, rel = left wrist - right wrist; rel_pred from the
-  predicted meshes unless a separate prediction is given. Which samples count and where the
-  ground-truth wrists come from depends on the dataset (`MRRPE_SELECTIONS`): InterHand2.6M uses
-  annotated joints with both wrists valid, HIC interacting samples with both meshes, Re:InterHand
-  every sample with both meshes.
-- `mpjpe_wrist_mm`: joints regressed from the predicted mesh vs the annotated joints, each hand
-  aligned at its wrist; mean over the 42 joints of each joint's mean over the samples where it
-  is valid (the InterHand2.6M protocol).
+Key scheme
+----------
+`<protocol>/<metric>[_<subset>]_<alignment>_mm`, the protocol prefix on every key, summary and
+per-sample alike, so numbers of different protocols never mix. Alignment tokens:
+`wrist` = each hand translated so that its own wrist is the origin (prediction at the predicted
+wrist, ground truth at the ground-truth wrist), no rotation, no scale; `rightwrist` = both hands
+relative to the right wrist, the left hand placed by its relative translation; `mcp_scaled` =
+each hand at its own middle-finger MCP and the prediction scaled to the ground-truth bone length
+(DIR). MRRPE compares relative translations, not aligned shapes, and has no alignment token;
+its roots are the protocol's (wrists for interwild, middle MCPs for dir).
 
-DIR / IntagHand protocol (`dir/...`): each hand aligned at its middle-finger MCP and the
-prediction scaled so its wrist-to-middle-MCP bone has the ground-truth length; `mpvpe_all`,
-`mpjpe` and `mrrpe` as above with that alignment. Numbers of the two protocols are not
-comparable; keys never mix them.
+InterWild protocol (`protocol='interwild'`)
+------------------------------------------
+As facebookresearch/InterWild data/{InterHand26M,HIC,ReInterHand}/*.py `evaluate` and
+`print_eval_result`. A hand *counts* when its ground-truth mesh is valid and the sample's
+hand_type includes it ('interacting' includes both hands; a 'right' sample only the right).
 
-Every summary value is a ratio of per-sample sums (`EvalResult.parts`), so a bootstrap over
-samples recomputes it exactly with weights (`bootstrap_ci`).
+- `interwild/mpvpe_all_wrist_mm`: mean over every counted hand of its mean wrist-aligned vertex
+  error; a single-hand sample contributes one hand, an interacting sample up to two.
+- `interwild/mpvpe_single_wrist_mm`: the same over counted hands of 'right' / 'left' samples.
+- `interwild/mpvpe_inter_wrist_mm`: the same over counted hands of 'interacting' samples (a hand
+  counts even when the other hand's mesh is missing).
+- `interwild/mrrpe_mm`: mean over the dataset's MRRPE samples of ||rel_pred - rel_gt||, rel =
+  left wrist - right wrist. rel_pred is `pred['rel_trans']` when given (InterWild predicts it with
+  a separate branch), else the difference of the predicted meshes' regressed wrists.
+- `interwild/rrve_rightwrist_mm`: over the MRRPE samples that have both ground-truth meshes: the
+  right hand at its wrist, the left hand at its wrist plus rel (rel_gt for the ground truth,
+  rel_pred for the prediction), mean vertex error over all 1556 vertices, then mean over samples.
+- `interwild/mpjpe_{single,inter}_wrist_mm`: per joint, the mean wrist-aligned error over the
+  samples of that hand type where the joint (and its hand's wrist) is valid; then the mean over
+  the 42 joints. `interwild/mpjpe_all_wrist_mm` is the mean of the 84 per-joint means (42 single
+  + 42 interacting), InterWild's `np.mean(mpjpe_sh + mpjpe_ih)`. Predicted joints are
+  `pred['joints3d']` when given (InterWild uses a learnt regressor), else regressed from the
+  predicted mesh.
+
+Per dataset (`DATASET_RULES`, the `dataset` argument): which samples count for MRRPE, where the
+ground-truth relative translation and the MPJPE targets come from.
+
+| dataset | MRRPE samples                                   | rel_gt from           | MPJPE target          |
+|---------|-------------------------------------------------|-----------------------|-----------------------|
+| ih26m   | both wrists annotated valid                     | annotated wrists      | annotated joints3d    |
+| hic     | 'interacting' with both ground-truth meshes     | mesh-regressed wrists | mesh-regressed joints |
+| reih    | both meshes and both annotated wrists valid     | annotated wrists      | mesh-regressed joints |
+
+RRVE samples = MRRPE samples with both meshes valid: HIC's interacting two-mesh samples and every
+ReIH sample, as InterWild; InterWild reports no RRVE on IH2.6M and no MPJPE on HIC, we do with
+the same rules. Differences from InterWild's code: a per-joint mean over no sample is skipped
+(InterWild's would be NaN); on ReIH only hands with a valid mesh count (InterWild scores both
+hands of every sample, a missing fit being a zero mesh).
+
+DIR / IntagHand protocol (`protocol='dir'`)
+------------------------------------------
+As Dw1010/IntagHand apps/eval_interhand.py and PengfeiRen96/DIR apps/eval.py (root_joint=9).
+Samples: 'interacting' with both ground-truth meshes (IntagHand's test set: interacting, both
+MANO fits); the `dataset` argument does not change them. Joints are regressed from the meshes,
+ground truth and prediction alike (annotations and `pred['joints3d']` are not used). Each hand is aligned at its middle-finger MCP and
+the aligned prediction (vertices and joints) is multiplied by |gt joint0 - gt joint9| /
+|pred joint0 - pred joint9| of that hand (wrist to middle-MCP bone; a zero predicted bone keeps
+scale 1), so the scores ignore the prediction's scale entirely.
+
+- `dir/mpvpe_{right,left}_mcp_scaled_mm`: mean over samples and vertices of one side;
+  `dir/mpvpe_mcp_scaled_mm` = (right + left) / 2, DIR's "all".
+- `dir/mpjpe_{right,left}_mcp_scaled_mm`, `dir/mpjpe_mcp_scaled_mm`: the same over the 21 joints.
+- `dir/mrrpe_mm`: ||off_pred - off_gt||, off = right middle MCP - left middle MCP (DIR's sign),
+  unscaled. off_pred is the predicted meshes' MCP difference, or with `pred['rel_trans']` the MCP
+  offset it implies: (R9 - R0) - (L9 - L0) - rel_trans. The norm does not depend on the sign.
+
+Bootstrap
+---------
+Every summary value is a function of per-sample sums (`EvalResult.stats`: sums and counts per
+sample), so `bootstrap_ci` resamples samples with replacement, sums the stats with the resample
+weights (one matrix product per block of resamples) and recomputes every summary value with the
+very aggregation `evaluate` used.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
 
+ArrayLike = Union[np.ndarray, torch.Tensor]
+Stats = dict[str, np.ndarray]
+Aggregator = Callable[[Stats], dict[str, np.ndarray]]
+
 MM = 1000.0
-NV = 778
+NUM_VERTS = 778
+NUM_JOINTS = 21
 WRIST, MIDDLE_MCP = 0, 9
+HAND_TYPE_CODES = {"right": 0, "left": 1, "interacting": 2}
+INTERACTING = HAND_TYPE_CODES["interacting"]
+CHUNK = 256  # samples per pass in `evaluate`: bounded memory and cache-sized arrays
 
 
-@dataclass
+# --- conversions --------------------------------------------------------------------------------
+def as_f64(x: ArrayLike) -> torch.Tensor:
+    """numpy or torch -> float64 tensor (numpy memory is shared until the cast)."""
+    return torch.as_tensor(x).to(torch.float64)
+
+
+def split_hands(verts: ArrayLike) -> torch.Tensor:
+    """(N, 1556, 3) two-hand meshes -> (N, 2, 778, 3) float64; (N, 2, 778, 3) passes through."""
+    v = as_f64(verts)
+    if v.shape[-2:] == (2 * NUM_VERTS, 3):
+        return v.reshape(*v.shape[:-2], 2, NUM_VERTS, 3)
+    if v.shape[-3:] == (2, NUM_VERTS, 3):
+        return v
+    raise ValueError(f"two-hand meshes must be (N, {2 * NUM_VERTS}, 3), got {tuple(v.shape)}")
+
+
+def hand_type_codes(hand_type) -> torch.Tensor:
+    """(N,) 'right' / 'left' / 'interacting' strings (or their codes 0 / 1 / 2) -> int64 codes."""
+    arr = np.asarray(hand_type)
+    if arr.dtype.kind not in "USO":
+        return torch.as_tensor(arr.astype(np.int64))
+    names, inverse = np.unique(arr.astype(str), return_inverse=True)  # map the few distinct names
+    unknown = sorted(set(names.tolist()) - set(HAND_TYPE_CODES))
+    if unknown:
+        raise ValueError(f"hand_type must be one of {tuple(HAND_TYPE_CODES)}, got {unknown}")
+    return torch.as_tensor(np.array([HAND_TYPE_CODES[t] for t in names], dtype=np.int64)[inverse.reshape(-1)])
+
+
+def hands_in_type(codes: torch.Tensor) -> torch.Tensor:
+    """(N,) hand-type codes -> (N, 2) bool: the sample's hand_type includes (right, left)."""
+    return torch.stack([codes != HAND_TYPE_CODES["left"], codes != HAND_TYPE_CODES["right"]], -1)
+
+
+# --- core per-sample functions (vectorised over samples) ------------------------------------------
+def hand_joints(verts: ArrayLike, regressors: ArrayLike) -> torch.Tensor:
+    """(N, 1556, 3) meshes, (2, 21, 778) regressors -> (N, 2, 21, 3) joints, each hand from its own mesh."""
+    v, r = split_hands(verts), as_f64(regressors)
+    n = v.shape[0]
+    # one (3N, 778) @ (778, 21) GEMM per hand: ~10x faster than broadcasting N tiny (21,778)@(778,3) products
+    return torch.stack([(v[:, h].transpose(1, 2).reshape(-1, NUM_VERTS) @ r[h].T).reshape(n, 3, -1).transpose(1, 2) for h in range(2)], 1)
+
+
+def root_aligned(verts: ArrayLike, joint_regressor: ArrayLike, root: int = WRIST) -> torch.Tensor:
+    """(N, 778, 3) one-hand meshes minus their own regressed joint `root`; metres."""
+    v = as_f64(verts)
+    return v - (as_f64(joint_regressor)[root] @ v)[..., None, :]
+
+
+def wrist_aligned(verts: ArrayLike, joint_regressor: ArrayLike) -> torch.Tensor:
+    """(N, 778, 3) one-hand meshes with their own regressed wrist moved to the origin; metres."""
+    return root_aligned(verts, joint_regressor, WRIST)
+
+
+def relative_translation(joints: ArrayLike, root: int = WRIST) -> torch.Tensor:
+    """(N, 2, 21, 3) per-hand joints -> (N, 3) left root - right root (InterWild's rel), metres."""
+    j = as_f64(joints)
+    return j[:, 1, root] - j[:, 0, root]
+
+
+def bone_scale(pred_joints: ArrayLike, gt_joints: ArrayLike, a: int = WRIST, b: int = MIDDLE_MCP) -> torch.Tensor:
+    """(N, 2, 21, 3) joints -> (N, 2) |gt a-b bone| / |pred a-b bone| per hand (1 where the
+    predicted bone has zero length, so a degenerate prediction is scored unscaled)."""
+    p, g = as_f64(pred_joints), as_f64(gt_joints)
+    bone_p = torch.linalg.vector_norm(p[..., a, :] - p[..., b, :], dim=-1)
+    bone_g = torch.linalg.vector_norm(g[..., a, :] - g[..., b, :], dim=-1)
+    return torch.where(bone_p > 0, bone_g / bone_p.clamp_min(1e-12), torch.ones_like(bone_p))
+
+
+def _joints_or_regress(pred, gt, regressors, joints):
+    return joints if joints is not None else (hand_joints(pred, regressors), hand_joints(gt, regressors))
+
+
+def mpvpe_per_hand(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    valid: ArrayLike,
+    regressors: ArrayLike,
+    root: int = WRIST,
+    scale: ArrayLike | None = None,
+    joints: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Mean per-vertex error of each hand after aligning it at its own joint `root`, in mm.
+
+    pred, gt: (N, 1556, 3) m; valid: (N, 2) which hands count (NaN elsewhere); regressors
+    (2, 21, 778); scale: optional (N, 2) factor on the aligned prediction (DIR); joints: optional
+    precomputed (pred, gt) `hand_joints`. Returns (N, 2).
+    """
+    P, G = split_hands(pred), split_hands(gt)
+    pj, gj = _joints_or_regress(P, G, regressors, joints)
+    if scale is None:
+        # one difference array: (P - p_root) - (G - g_root) = (P - G) - (p_root - g_root)
+        diff = (P - G).sub_((pj[:, :, root] - gj[:, :, root])[:, :, None])
+    else:
+        diff = as_f64(scale)[..., None, None] * (P - pj[:, :, root, None]) - (G - gj[:, :, root, None])
+    err = torch.linalg.vector_norm(diff, dim=-1).mean(-1) * MM
+    return torch.where(torch.as_tensor(valid, dtype=torch.bool), err, torch.nan)
+
+
+def rrve_per_sample(
+    pred: ArrayLike,
+    gt: ArrayLike,
+    pred_rel: ArrayLike,
+    gt_rel: ArrayLike,
+    valid: ArrayLike,
+    regressors: ArrayLike,
+    joints: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Right-wrist-relative vertex error (RRVE) per sample, mm, (N,).
+
+    Both meshes (N, 1556, 3) are put in their right-wrist frame: right hand minus its wrist, left
+    hand minus its own wrist plus its relative translation (pred_rel / gt_rel, (N, 3) left wrist -
+    right wrist, m). Mean over all 1556 vertices; NaN where `valid` (N,) is False.
+    """
+    P, G = split_hands(pred), split_hands(gt)
+    pj, gj = _joints_or_regress(P, G, regressors, joints)
+    off_right = pj[:, 0, WRIST] - gj[:, 0, WRIST]
+    off_left = (pj[:, 1, WRIST] - as_f64(pred_rel)) - (gj[:, 1, WRIST] - as_f64(gt_rel))
+    diff = (P - G).sub_(torch.stack([off_right, off_left], 1)[:, :, None])
+    err = torch.linalg.vector_norm(diff, dim=-1).mean((-1, -2)) * MM
+    return torch.where(torch.as_tensor(valid, dtype=torch.bool), err, torch.nan)
+
+
+def mrrpe_per_sample(pred_rel: ArrayLike, gt_rel: ArrayLike, valid: ArrayLike | None = None) -> torch.Tensor:
+    """||pred_rel - gt_rel|| per sample in mm, (N,); NaN where `valid` (N,) is False."""
+    err = torch.linalg.vector_norm(as_f64(pred_rel) - as_f64(gt_rel), dim=-1) * MM
+    return err if valid is None else torch.where(torch.as_tensor(valid, dtype=torch.bool), err, torch.nan)
+
+
+def joint_errors(
+    pred_joints: ArrayLike, gt_joints: ArrayLike, joints_valid: ArrayLike, root: int = WRIST, scale: ArrayLike | None = None
+) -> torch.Tensor:
+    """Per-joint error after aligning each hand at its own joint `root`, mm, (N, 42).
+
+    pred_joints, gt_joints: (N, 42, 3) m, right hand first; joints_valid (N, 42); scale: optional
+    (N, 2) factor on the aligned prediction. NaN where the joint or its hand's root is invalid.
+    """
+    p, g = as_f64(pred_joints).reshape(-1, 2, NUM_JOINTS, 3), as_f64(gt_joints).reshape(-1, 2, NUM_JOINTS, 3)
+    p = p - p[:, :, root, None]
+    if scale is not None:
+        p = as_f64(scale)[..., None, None] * p
+    err = torch.linalg.vector_norm(p - (g - g[:, :, root, None]), dim=-1) * MM
+    ok = torch.as_tensor(joints_valid, dtype=torch.bool).reshape(-1, 2, NUM_JOINTS)
+    ok = ok & ok[:, :, root, None]
+    return torch.where(ok, err, torch.nan).reshape(-1, 2 * NUM_JOINTS)
+
+
+def mpjpe_per_hand(
+    pred_joints: ArrayLike, gt_joints: ArrayLike, joints_valid: ArrayLike, root: int = WRIST, scale: ArrayLike | None = None
+) -> torch.Tensor:
+    """Mean over each hand's valid joints of `joint_errors`, mm, (N, 2); NaN for a hand with none."""
+    return joint_errors(pred_joints, gt_joints, joints_valid, root, scale).reshape(-1, 2, NUM_JOINTS).nanmean(-1)
+
+
+# --- dataset rules (InterWild's per-dataset sample selection and ground-truth sources) -----------
+@dataclass(frozen=True)
+class DatasetRules:
+    """mrrpe_select: gt chunk -> (n,) bool, the samples MRRPE (and, with both meshes, RRVE) uses;
+    rel_from / joints_from: 'annotation' (gt joints3d / joints_valid) or 'mesh' (regressed from
+    the ground-truth meshes)."""
+
+    mrrpe_select: Callable[[dict], torch.Tensor]
+    rel_from: str
+    joints_from: str
+
+
+DATASET_RULES: dict[str, DatasetRules] = {}
+
+
+def register_dataset_rules(name: str, rel_from: str, joints_from: str):
+    """Decorator: register an MRRPE sample-selection function (gt chunk -> (n,) bool) with the
+    sources of the ground-truth relative translation and MPJPE targets of dataset `name`."""
+    for what, value in (("rel_from", rel_from), ("joints_from", joints_from)):
+        if value not in ("annotation", "mesh"):
+            raise ValueError(f"{what} must be 'annotation' or 'mesh', got {value!r}")
+
+    def register(select: Callable[[dict], torch.Tensor]) -> Callable[[dict], torch.Tensor]:
+        DATASET_RULES[name] = DatasetRules(select, rel_from, joints_from)
+        return select
+
+    return register
+
+
+def _both_wrists_annotated(gt: dict) -> torch.Tensor:
+    return gt["joints_valid"][:, WRIST] & gt["joints_valid"][:, NUM_JOINTS + WRIST]
+
+
+@register_dataset_rules("ih26m", rel_from="annotation", joints_from="annotation")
+def _select_ih26m(gt: dict) -> torch.Tensor:
+    """InterHand26M.py: MRRPE wherever both wrists are annotated valid, whatever the hand_type."""
+    return _both_wrists_annotated(gt)
+
+
+@register_dataset_rules("hic", rel_from="mesh", joints_from="mesh")
+def _select_hic(gt: dict) -> torch.Tensor:
+    """HIC.py: MRRPE (and RRVE) on 'interacting' samples, rel_gt from the two ground-truth meshes."""
+    return (gt["hand_type"] == INTERACTING) & gt["mesh_valid"].all(1)
+
+
+@register_dataset_rules("reih", rel_from="annotation", joints_from="mesh")
+def _select_reih(gt: dict) -> torch.Tensor:
+    """ReInterHand.py: every sample (all are two-hand captures); rel_gt from the keypoint wrists."""
+    return gt["mesh_valid"].all(1) & _both_wrists_annotated(gt)
+
+
+def gt_relative_translation(gt: dict, gt_mesh_joints: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rel_gt (n, 3) left wrist - right wrist, defined (n,)) from the annotated joints or the meshes."""
+    if source == "annotation":
+        j = gt["joints3d"]
+        return j[:, NUM_JOINTS + WRIST] - j[:, WRIST], _both_wrists_annotated(gt)
+    return relative_translation(gt_mesh_joints), gt["mesh_valid"].all(1)
+
+
+def gt_joint_targets(gt: dict, gt_mesh_joints: torch.Tensor, counted: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets (n, 42, 3), valid (n, 42)): annotated joints, or joints of the counted gt meshes."""
+    if source == "annotation":
+        return gt["joints3d"], gt["joints_valid"]
+    return gt_mesh_joints.reshape(-1, 2 * NUM_JOINTS, 3), counted.repeat_interleave(NUM_JOINTS, 1)
+
+
+# --- summable per-sample statistics ---------------------------------------------------------------
+def _sum_count(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """NaN-marked values -> [..., (sum, count)] of the finite ones (reduced over `axis` if given)."""
+    ok = np.isfinite(x)
+    s, c = np.where(ok, x, 0.0), ok.astype(np.float64)
+    if axis is not None:
+        s, c = s.sum(axis), c.sum(axis)
+    return np.stack([s, c], -1)
+
+
+def _ratio(sc: np.ndarray) -> np.ndarray:
+    """[..., (sum, count)] -> sum / count, NaN where count is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sc[..., 1] > 0, sc[..., 0] / sc[..., 1], np.nan)
+
+
+def nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean of the finite entries along `axis`, NaN where there are none (and no warning)."""
+    return _ratio(_sum_count(x, axis))
+
+
+# --- protocols ----------------------------------------------------------------------------------
+PROTOCOLS: dict[str, type] = {}
+
+
+def register_protocol(name: str):
+    """Class decorator: a protocol has static `per_sample(pred, gt, rules, regressors)` -> raw
+    per-sample tensors of one chunk, `statistics(raw)` -> summable `Stats`, `aggregate(summed
+    Stats with a leading resample axis)` -> key -> values, `report(raw)` -> per-sample values,
+    and `ranking`, the per-sample key that orders samples by error."""
+
+    def register(cls: type) -> type:
+        PROTOCOLS[name] = cls
+        return cls
+
+    return register
+
+
+@register_protocol("interwild")
+class InterWildProtocol:
+    """Wrist alignment, no scale; see the module docstring."""
+
+    P = "interwild"
+    ranking = f"{P}/mpvpe_wrist_mm"
+
+    @staticmethod
+    def per_sample(pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
+        P, G = pred["verts"], gt["verts"]
+        pj, gj = hand_joints(P, regressors), hand_joints(G, regressors)
+        counted = gt["mesh_valid"] & hands_in_type(gt["hand_type"])
+        rel_pred = pred["rel_trans"] if "rel_trans" in pred else relative_translation(pj)
+        rel_gt, rel_defined = gt_relative_translation(gt, gj, rules.rel_from)
+        selected = rules.mrrpe_select(gt) & rel_defined
+        targets, targets_valid = gt_joint_targets(gt, gj, counted, rules.joints_from)
+        pred_joints = pred["joints3d"] if "joints3d" in pred else pj.reshape(-1, 2 * NUM_JOINTS, 3)
+        return {
+            "mpvpe": mpvpe_per_hand(P, G, counted, regressors, joints=(pj, gj)),
+            "inter": gt["hand_type"] == INTERACTING,
+            "rrve": rrve_per_sample(P, G, rel_pred, rel_gt, selected & gt["mesh_valid"].all(1), regressors, joints=(pj, gj)),
+            "mrrpe": mrrpe_per_sample(rel_pred, rel_gt, selected),
+            "joint_err": joint_errors(pred_joints, targets, targets_valid),
+        }
+
+    @staticmethod
+    def statistics(raw: dict[str, np.ndarray]) -> Stats:
+        inter = raw["inter"][:, None]
+        e, j = raw["mpvpe"], raw["joint_err"]
+        return {
+            "mpvpe_single": _sum_count(np.where(inter, np.nan, e), axis=1),  # (N, 2): sum, count
+            "mpvpe_inter": _sum_count(np.where(inter, e, np.nan), axis=1),
+            "rrve": _sum_count(raw["rrve"]),
+            "mrrpe": _sum_count(raw["mrrpe"]),
+            "mpjpe_single": _sum_count(np.where(inter, np.nan, j)),  # (N, 42, 2): per joint
+            "mpjpe_inter": _sum_count(np.where(inter, j, np.nan)),
+        }
+
+    @staticmethod
+    def aggregate(s: Stats) -> dict[str, np.ndarray]:
+        P = InterWildProtocol.P
+        joints_single, joints_inter = _ratio(s["mpjpe_single"]), _ratio(s["mpjpe_inter"])  # per-joint means
+        return {
+            f"{P}/mpvpe_all_wrist_mm": _ratio(s["mpvpe_single"] + s["mpvpe_inter"]),
+            f"{P}/mpvpe_single_wrist_mm": _ratio(s["mpvpe_single"]),
+            f"{P}/mpvpe_inter_wrist_mm": _ratio(s["mpvpe_inter"]),
+            f"{P}/rrve_rightwrist_mm": _ratio(s["rrve"]),
+            f"{P}/mrrpe_mm": _ratio(s["mrrpe"]),
+            f"{P}/mpjpe_all_wrist_mm": nanmean(np.concatenate([joints_single, joints_inter], -1)),
+            f"{P}/mpjpe_single_wrist_mm": nanmean(joints_single),
+            f"{P}/mpjpe_inter_wrist_mm": nanmean(joints_inter),
+        }
+
+    @staticmethod
+    def report(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        P = InterWildProtocol.P
+        return {
+            f"{P}/mpvpe_right_wrist_mm": raw["mpvpe"][:, 0],
+            f"{P}/mpvpe_left_wrist_mm": raw["mpvpe"][:, 1],
+            f"{P}/mpvpe_wrist_mm": nanmean(raw["mpvpe"]),
+            f"{P}/rrve_rightwrist_mm": raw["rrve"],
+            f"{P}/mrrpe_mm": raw["mrrpe"],
+            f"{P}/mpjpe_wrist_mm": nanmean(raw["joint_err"]),
+        }
+
+
+@register_protocol("dir")
+class DIRProtocol:
+    """Middle-MCP alignment with ground-truth bone-length scaling; see the module docstring."""
+
+    P = "dir"
+    ranking = f"{P}/mpvpe_mcp_scaled_mm"
+
+    @staticmethod
+    def per_sample(pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
+        P, G = pred["verts"], gt["verts"]
+        pj, gj = hand_joints(P, regressors), hand_joints(G, regressors)
+        selected = (gt["hand_type"] == INTERACTING) & gt["mesh_valid"].all(1)
+        valid = selected[:, None].expand(-1, 2)
+        scale = bone_scale(pj, gj)
+        off_gt = gj[:, 0, MIDDLE_MCP] - gj[:, 1, MIDDLE_MCP]  # right - left, DIR's gt_offset
+        if "rel_trans" in pred:  # wrists placed by the predicted rel, then the MCP difference
+            off_pred = (pj[:, 0, MIDDLE_MCP] - pj[:, 0, WRIST]) - (pj[:, 1, MIDDLE_MCP] - pj[:, 1, WRIST]) - pred["rel_trans"]
+        else:
+            off_pred = pj[:, 0, MIDDLE_MCP] - pj[:, 1, MIDDLE_MCP]
+        flat = (pj.reshape(-1, 2 * NUM_JOINTS, 3), gj.reshape(-1, 2 * NUM_JOINTS, 3))
+        return {
+            "mpvpe": mpvpe_per_hand(P, G, valid, regressors, root=MIDDLE_MCP, scale=scale, joints=(pj, gj)),
+            "joint_err": joint_errors(*flat, valid.repeat_interleave(NUM_JOINTS, 1), root=MIDDLE_MCP, scale=scale),
+            "mrrpe": mrrpe_per_sample(off_pred, off_gt, selected),
+        }
+
+    @staticmethod
+    def statistics(raw: dict[str, np.ndarray]) -> Stats:
+        e, j = raw["mpvpe"], raw["joint_err"]
+        return {
+            "mpvpe_right": _sum_count(e[:, 0]),
+            "mpvpe_left": _sum_count(e[:, 1]),
+            "mpjpe_right": _sum_count(j[:, :NUM_JOINTS], axis=1),  # all joints of all samples of a side
+            "mpjpe_left": _sum_count(j[:, NUM_JOINTS:], axis=1),
+            "mrrpe": _sum_count(raw["mrrpe"]),
+        }
+
+    @staticmethod
+    def aggregate(s: Stats) -> dict[str, np.ndarray]:
+        P, out = DIRProtocol.P, {}
+        for metric in ("mpvpe", "mpjpe"):
+            right, left = _ratio(s[f"{metric}_right"]), _ratio(s[f"{metric}_left"])
+            out[f"{P}/{metric}_mcp_scaled_mm"] = (right + left) / 2  # DIR's "all": mean of the side means
+            out[f"{P}/{metric}_right_mcp_scaled_mm"] = right
+            out[f"{P}/{metric}_left_mcp_scaled_mm"] = left
+        out[f"{P}/mrrpe_mm"] = _ratio(s["mrrpe"])
+        return out
+
+    @staticmethod
+    def report(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        P = DIRProtocol.P
+        return {
+            f"{P}/mpvpe_right_mcp_scaled_mm": raw["mpvpe"][:, 0],
+            f"{P}/mpvpe_left_mcp_scaled_mm": raw["mpvpe"][:, 1],
+            f"{P}/mpvpe_mcp_scaled_mm": nanmean(raw["mpvpe"]),
+            f"{P}/mpjpe_mcp_scaled_mm": nanmean(raw["joint_err"]),
+            f"{P}/mrrpe_mm": raw["mrrpe"],
+        }
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class EvalResult:
-    """summary: metric key -> value; per_sample: key -> (N,) values (NaN where undefined);
-    ranking: (N,) per-sample error used to pick best/worst samples; parts: key -> (num (N,) or
-    (N, J), count (same)) whose weighted sums give the summary (per-joint means for MPJPE)."""
+    """summary: key -> value (mm); per_sample: key -> (N,) values, NaN where undefined (for a
+    per-sample CSV); ranking: (N,) per-sample error that orders samples from best to worst;
+    stats / aggregator: the per-sample sums whose column sums `aggregator` turns into `summary`
+    (what `bootstrap_ci` resamples)."""
 
+    protocol: str
+    dataset: str
     summary: dict[str, float]
     per_sample: dict[str, np.ndarray]
     ranking: np.ndarray
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)
-    per_joint: frozenset[str] = frozenset()  # keys whose parts are (N, J): mean of per-joint means
+    stats: Stats = field(repr=False)
+    aggregator: Aggregator = field(repr=False)
 
 
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+def _shape_check(name: str, x, shape: tuple) -> None:
+    got = tuple(np.shape(x))
+    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+        want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {got}")
 
 
-def _hands(verts: np.ndarray) -> np.ndarray:
-    """(N, 1556, 3) -> (N, 2, 778, 3)."""
-    return verts.reshape(verts.shape[0], 2, NV, 3)
+def _inputs(pred: dict, gt: dict) -> tuple[dict, dict, int]:
+    """Check shapes and turn everything into CPU tensors (numpy memory shared; cast per chunk)."""
+    n = len(gt["hand_type"])
+    spec = {"verts": (n, 2 * NUM_VERTS, 3), "mesh_valid": (n, 2), "joints3d": (n, 2 * NUM_JOINTS, 3), "joints_valid": (n, 2 * NUM_JOINTS)}
+    for key, shape in spec.items():
+        if key not in gt:
+            raise ValueError(f"gt is missing '{key}'")
+        _shape_check(f"gt['{key}']", gt[key], shape)
+    pred_spec = {"verts": (n, 2 * NUM_VERTS, 3), "rel_trans": (n, 3), "joints3d": (n, 2 * NUM_JOINTS, 3)}
+    if "verts" not in pred:
+        raise ValueError("pred is missing 'verts'")
+    for key in pred:
+        if key in pred_spec:
+            _shape_check(f"pred['{key}']", pred[key], pred_spec[key])
+    g = {k: torch.as_tensor(np.asarray(gt[k]) if not torch.is_tensor(gt[k]) else gt[k]).cpu() for k in spec}
+    g["mesh_valid"], g["joints_valid"] = g["mesh_valid"].bool(), g["joints_valid"].bool()
+    g["hand_type"] = hand_type_codes(gt["hand_type"])
+    p = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).cpu() for k, v in pred.items() if k in pred_spec}
+    return p, g, n
 
 
-def regress(verts: np.ndarray, regressors: np.ndarray) -> np.ndarray:
-    """(N, 1556, 3) meshes, (2, 21, 778) regressors -> (N, 2, 21, 3) joints."""
-    return np.matmul(regressors[None], _hands(verts))
-
-
-def _norm(x):
-    """Euclidean norm over the last axis; torch tensors keep both cores busy on big arrays."""
-    return torch.linalg.vector_norm(x, dim=-1)
-
-
-CHUNK = 256  # samples per pass over the (N, 1556, 3) arrays: bounded memory, cache-friendly
-
-
-def _mesh_errors(pv, gv, pj, gj, rel_pred, root: int, scaled: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-hand aligned vertex error (N, 2) and, unscaled only, RRVE (N,), both in mm.
-
-    Works from one difference array per chunk: aligned error = |(P - G) - (p_root - g_root)|,
-    and the RRVE offset of each hand follows from the wrists and relative translations.
-    """
-    n = len(pv)
-    hand_err, rrve = torch.zeros(n, 2, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    pv, gv, pj, gj = (torch.from_numpy(np.ascontiguousarray(x)) for x in (pv, gv, pj, gj))
-    rel_pred = torch.from_numpy(np.ascontiguousarray(rel_pred))
-    rel_gt = gj[:, 1, WRIST] - gj[:, 0, WRIST]
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        P, G = pv[a:b].view(-1, 2, NV, 3), gv[a:b].view(-1, 2, NV, 3)
-        if scaled:
-            pred_al = torch.from_numpy(_scale_to((P - pj[a:b, :, root : root + 1]).numpy(), pj[a:b].numpy(), gj[a:b].numpy(), root))
-            hand_err[a:b] = _norm(pred_al - (G - gj[a:b, :, root : root + 1])).mean(-1) * MM
-            continue
-        diff = P - G
-        offset = pj[a:b, :, root] - gj[a:b, :, root]  # (n, 2, 3)
-        hand_err[a:b] = _norm(diff - offset[:, :, None]).mean(-1) * MM
-        # RRVE: right hand at the right wrist; left at the right wrist + relative translation
-        off_right = pj[a:b, 0, WRIST] - gj[a:b, 0, WRIST]
-        off_left = (pj[a:b, 1, WRIST] - gj[a:b, 1, WRIST]) - (rel_pred[a:b] - rel_gt[a:b])
-        rrve[a:b] = _norm(diff - torch.stack([off_right, off_left], 1)[:, :, None]).mean((-1, -2)) * MM
-    hand_err, rrve = hand_err.numpy(), rrve.numpy()
-    return hand_err, rrve
-
-
-# --- MRRPE sample selections ------------------------------------------------------------------
-def _mesh_wrists(gt: dict, joints_gt: np.ndarray) -> np.ndarray:
-    return joints_gt[:, :, WRIST]
-
-
-def _select_ih26m(gt: dict, joints_gt_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    valid = np.asarray(gt["joints_valid"], bool)
-    joints = _np(gt["joints3d"]).reshape(-1, 2, 21, 3)
-    return valid[:, WRIST] & valid[:, 21 + WRIST], joints[:, :, WRIST]
-
-
-def _select_hic(gt: dict, joints_gt_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    both = np.asarray(gt["mesh_valid"], bool).all(1)
-    return both & (np.asarray(gt["hand_type"]) == "interacting"), _mesh_wrists(gt, joints_gt_mesh)
-
-
-def _select_reih(gt: dict, joints_gt_mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(gt["mesh_valid"], bool).all(1), _mesh_wrists(gt, joints_gt_mesh)
-
-
-# dataset -> (gt dict, gt mesh joints (N,2,21,3)) -> (mask (N,), gt wrists (N, 2, 3))
-MRRPE_SELECTIONS: dict[str, Callable[[dict, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    "ih26m": _select_ih26m,
-    "hic": _select_hic,
-    "reih": _select_reih,
-}
-
-
-# --- building blocks ----------------------------------------------------------------------------
-def _ratio(num: np.ndarray, count: np.ndarray) -> float:
-    total = count.sum()
-    return float(num.sum() / total) if total > 0 else float("nan")
-
-
-def _per_sample(num: np.ndarray, count: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, num / np.maximum(count, 1), np.nan)
-
-
-def _joint_error_parts(pred_j: np.ndarray, gt_j: np.ndarray, joint_valid: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]:
-    """Root-aligned joint errors (N, 42) in mm and their validity (root must be valid too)."""
-    ok = joint_valid.reshape(-1, 2, 21) & joint_valid.reshape(-1, 2, 21)[:, :, root : root + 1]
-    err = np.linalg.norm((pred_j - pred_j[:, :, root : root + 1]) - (gt_j - gt_j[:, :, root : root + 1]), axis=-1) * MM
-    return np.where(ok, err, 0.0).reshape(-1, 42), ok.reshape(-1, 42).astype(np.float64)
-
-
-def _scale_to(pred_al: np.ndarray, pred_j: np.ndarray, gt_j: np.ndarray, root: int) -> np.ndarray:
-    """Scale root-aligned predictions so the wrist-root bone matches the ground truth's length."""
-    bone_p = np.linalg.norm(pred_j[:, :, WRIST] - pred_j[:, :, root], axis=-1)
-    bone_g = np.linalg.norm(gt_j[:, :, WRIST] - gt_j[:, :, root], axis=-1)
-    scale = np.where(bone_p > 1e-9, bone_g / np.maximum(bone_p, 1e-9), 1.0)
-    return pred_al * scale[:, :, None, None]
-
-
-def _summarise(prefix: str, parts: dict, per_joint: frozenset) -> dict[str, float]:
-    out = {}
-    for key, (num, count) in parts.items():
-        if key in per_joint:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = num.sum(0) / count.sum(0)
-            out[f"{prefix}/{key}"] = float(np.nanmean(means)) if np.isfinite(means).any() else float("nan")
-        else:
-            out[f"{prefix}/{key}"] = _ratio(num, count)
+def _chunk(d: dict[str, torch.Tensor], a: int, b: int) -> dict[str, torch.Tensor]:
+    out = {k: (v[a:b].to(torch.float64) if v.is_floating_point() else v[a:b]) for k, v in d.items()}
+    if "verts" in out:
+        out["verts"] = split_hands(out["verts"])
     return out
 
 
-# --- protocols -----------------------------------------------------------------------------------
-def _interwild(pred: dict, gt: dict, dataset: str, regressors: np.ndarray) -> EvalResult:
-    return _evaluate_aligned(pred, gt, dataset, regressors, root=WRIST, scaled=False, prefix="interwild", tag="wrist")
+def regressors_of(hand_model) -> torch.Tensor:
+    """(2, 21, 778) float64 joint regressors (right, left) of a `HandModel`."""
+    return torch.stack([hand_model.joint_regressor(s).detach().cpu() for s in ("right", "left")]).to(torch.float64)
 
 
-def _dir(pred: dict, gt: dict, dataset: str, regressors: np.ndarray) -> EvalResult:
-    return _evaluate_aligned(pred, gt, dataset, regressors, root=MIDDLE_MCP, scaled=True, prefix="dir", tag="mcp_scaled")
+def evaluate(
+    pred: dict,
+    gt: dict,
+    protocol: str = "interwild",
+    dataset: str = "ih26m",
+    regressors: ArrayLike | None = None,
+    hand_model=None,
+) -> EvalResult:
+    """Score predictions against ground truth with one protocol; see the module docstring.
 
-
-def _evaluate_aligned(pred, gt, dataset, regressors, root: int, scaled: bool, prefix: str, tag: str) -> EvalResult:
-    if dataset not in MRRPE_SELECTIONS:
-        raise ValueError(f"unknown dataset {dataset!r} for MRRPE selection; choose one of {sorted(MRRPE_SELECTIONS)}")
-    pv, gv = _np(pred["verts"]), _np(gt["verts"])
-    if pv.shape != gv.shape or pv.shape[1:] != (2 * NV, 3):
-        raise ValueError(f"pred and gt verts must both be (N, {2 * NV}, 3), got {pv.shape} and {gv.shape}")
-    mesh_valid = np.asarray(gt["mesh_valid"], bool)
-    hand_type = np.asarray(gt["hand_type"])
-    pj, gj = regress(pv, regressors), regress(gv, regressors)  # (N, 2, 21, 3)
-    pj_al = pj - pj[:, :, root : root + 1]
-    if scaled:
-        pj_al = _scale_to(pj_al, pj, gj, root)
-    # relative translation: left wrist - right wrist
-    rel_pred = _np(pred["rel_trans"]) if "rel_trans" in pred else pj[:, 1, WRIST] - pj[:, 0, WRIST]
-    hand_err, rrve = _mesh_errors(pv, gv, pj, gj, rel_pred, root, scaled)
-    hand_err = np.where(mesh_valid, hand_err, 0.0)
-
-    single = np.isin(hand_type, ("right", "left"))[:, None]
-    inter = (hand_type == "interacting")[:, None]
-    vc = mesh_valid.astype(np.float64)
-    parts = {f"mpvpe_all_{tag}_mm": (hand_err.sum(1), vc.sum(1))}
-    if not scaled:
-        parts[f"mpvpe_single_{tag}_mm"] = ((hand_err * single).sum(1), (vc * single).sum(1))
-        parts[f"mpvpe_inter_{tag}_mm"] = ((hand_err * inter).sum(1), (vc * inter).sum(1))
-        both = mesh_valid.all(1)
-        parts[f"rrve_right{tag}_mm"] = (np.where(both, rrve, 0.0), both.astype(np.float64))
-    select, gt_wrists = MRRPE_SELECTIONS[dataset](gt, gj)
-    mrrpe = np.linalg.norm(rel_pred - (gt_wrists[:, 1] - gt_wrists[:, 0]), axis=-1) * MM
-    parts["mrrpe_mm"] = (np.where(select, mrrpe, 0.0), select.astype(np.float64))
-
-    # joints: regressed from the predicted mesh vs annotated ground truth
-    gt_joints = _np(gt["joints3d"]).reshape(-1, 2, 21, 3)
-    gt_joints_al = gt_joints - gt_joints[:, :, root : root + 1]
-    jerr, jok = _joint_error_parts(pj_al, gt_joints_al, np.asarray(gt["joints_valid"], bool), root=root)
-    parts[f"mpjpe_{tag}_mm"] = (jerr, jok)
-    per_joint = frozenset({f"mpjpe_{tag}_mm"})
-
-    per_sample = {
-        f"mpvpe_right_{tag}_mm": np.where(mesh_valid[:, 0], hand_err[:, 0], np.nan),
-        f"mpvpe_left_{tag}_mm": np.where(mesh_valid[:, 1], hand_err[:, 1], np.nan),
-        f"mpvpe_{tag}_mm": _per_sample(*parts[f"mpvpe_all_{tag}_mm"]),
-        "mrrpe_mm": _per_sample(*parts["mrrpe_mm"]),
-        f"mpjpe_{tag}_mm": _per_sample(jerr.sum(1), jok.sum(1)),
-    }
-    if not scaled:
-        per_sample[f"rrve_right{tag}_mm"] = _per_sample(*parts[f"rrve_right{tag}_mm"])
-    return EvalResult(
-        summary=_summarise(prefix, parts, per_joint),
-        per_sample=per_sample,
-        ranking=per_sample[f"mpvpe_{tag}_mm"],
-        parts={f"{prefix}/{k}": v for k, v in parts.items()},
-        per_joint=frozenset(f"{prefix}/{k}" for k in per_joint),
-    )
-
-
-PROTOCOLS: dict[str, Callable[[dict, dict, str, np.ndarray], EvalResult]] = {"interwild": _interwild, "dir": _dir}
-
-
-def evaluate(pred: dict, gt: dict, protocol: str = "interwild", dataset: str = "ih26m", hand_model=None, regressors=None) -> EvalResult:
-    """Score predictions against ground truth.
-
-    pred: `verts` (N, 1556, 3) m, optional `rel_trans` (N, 3) left-minus-right wrist, m.
-    gt: `verts`, `mesh_valid` (N, 2), `joints3d` (N, 42, 3) m, `joints_valid` (N, 42),
-    `hand_type` (N,) str. Regressors come from `hand_model` (or pass `regressors` (2, 21, 778)).
+    pred: `verts` (N, 1556, 3) m; optional `rel_trans` (N, 3) left wrist - right wrist, m (a
+    separately predicted relative translation); optional `joints3d` (N, 42, 3) m (InterWild MPJPE).
+    gt: `verts`, `mesh_valid` (N, 2), `joints3d` (N, 42, 3) m, `joints_valid` (N, 42), `hand_type`
+    (N,) 'right' / 'left' / 'interacting'. dataset: a key of `DATASET_RULES`. Regressors
+    (2, 21, 778), or taken from `hand_model`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    if dataset not in DATASET_RULES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASET_RULES)}")
     if regressors is None:
         if hand_model is None:
-            raise ValueError("evaluate needs hand_model or regressors")
-        regressors = np.stack([_np(hand_model.joint_regressor(side)) for side in ("right", "left")])
-    return PROTOCOLS[protocol](pred, gt, dataset, _np(regressors))
+            raise ValueError("evaluate needs regressors or a hand_model")
+        regressors = regressors_of(hand_model)
+    regs = as_f64(regressors).cpu()
+    _shape_check("regressors", regs, (2, NUM_JOINTS, NUM_VERTS))
+    proto, rules = PROTOCOLS[protocol], DATASET_RULES[dataset]
+    p, g, n = _inputs(pred, gt)
+    if n == 0:
+        raise ValueError("evaluate needs at least one sample")
+    parts = [proto.per_sample(_chunk(p, a, a + CHUNK), _chunk(g, a, a + CHUNK), rules, regs) for a in range(0, n, CHUNK)]
+    raw = {k: np.concatenate([part[k].cpu().numpy() for part in parts]) for k in parts[0]}
+    stats = proto.statistics(raw)
+    summary = {k: float(v[0]) for k, v in proto.aggregate({k: v.sum(0, keepdims=True) for k, v in stats.items()}).items()}
+    per_sample = proto.report(raw)
+    return EvalResult(protocol, dataset, summary, per_sample, per_sample[proto.ranking], stats, proto.aggregate)
 
 
-def bootstrap_ci(result: EvalResult, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of every summary metric, resampling samples with replacement.
-
-    Each resample reweights the per-sample parts, so the aggregation is exactly the summary's.
-    Deterministic by seed.
-    """
+# --- bootstrap ----------------------------------------------------------------------------------
+def _index_blocks(num_samples: int, n: int, seed: int) -> Iterator[np.ndarray]:
+    """Resampled sample indices, (block, num_samples) at a time; blocks depend only on the sizes,
+    so the stream is a deterministic function of (num_samples, n, seed)."""
     rng = np.random.default_rng(seed)
-    num_samples = len(result.ranking)
-    draws = rng.integers(0, num_samples, size=(n, num_samples))
-    weights = np.zeros((n, num_samples))
-    np.add.at(weights, (np.repeat(np.arange(n), num_samples), draws.ravel()), 1.0)
+    block = max(1, min(n, (1 << 22) // max(num_samples, 1)))  # ~32 MB of weights per block
+    for start in range(0, n, block):
+        yield rng.integers(0, num_samples, size=(min(block, n - start), num_samples))
+
+
+def bootstrap_indices(num_samples: int, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n, num_samples) the sample indices `bootstrap_distribution` draws for these arguments."""
+    return np.concatenate(list(_index_blocks(num_samples, n, seed))) if n else np.zeros((0, num_samples), np.int64)
+
+
+def bootstrap_distribution(
+    per_sample_values: EvalResult | Stats, aggregator: Aggregator | None = None, n: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Every summary value recomputed on `n` resamples of the samples (with replacement): key -> (n,).
+
+    per_sample_values: an `EvalResult` (its stats and aggregator), or a dict of per-sample
+    summable arrays (N, ...) with `aggregator` mapping their sums (B, ...) to key -> (B,) values.
+    A resample is a weight per sample (how often it was drawn); weighted sums are one matrix
+    product per block of resamples.
+    """
+    if isinstance(per_sample_values, EvalResult):
+        stats, aggregator = per_sample_values.stats, aggregator or per_sample_values.aggregator
+    else:
+        stats = per_sample_values
+    if aggregator is None:
+        raise ValueError("bootstrap needs an aggregator (or an EvalResult, which carries one)")
+    names = list(stats)
+    num = len(stats[names[0]])
+    shapes = {k: stats[k].shape[1:] for k in names}
+    flat = np.concatenate([stats[k].reshape(num, -1).astype(np.float64) for k in names], 1)  # (N, K)
+    bounds = np.cumsum([0] + [int(np.prod(shapes[k])) for k in names])
+    out: dict[str, list[np.ndarray]] = {}
+    for idx in _index_blocks(num, n, seed):
+        m = len(idx)
+        weights = np.bincount((idx + num * np.arange(m)[:, None]).ravel(), minlength=m * num).reshape(m, num)
+        sums = weights.astype(np.float64) @ flat  # (m, K)
+        split = {k: sums[:, bounds[i] : bounds[i + 1]].reshape(m, *shapes[k]) for i, k in enumerate(names)}
+        for key, values in aggregator(split).items():
+            out.setdefault(key, []).append(np.asarray(values, dtype=np.float64))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def bootstrap_ci(
+    per_sample_values: EvalResult | Stats, aggregator: Aggregator | None = None, n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, tuple[float, float]]:
+    """Percentile (1 - alpha) intervals of every summary value over `n` resamples of the SAMPLES
+    (not hands), each recomputed with the summary's own aggregation; deterministic by seed.
+    Resamples where a value is undefined (e.g. no interacting sample drawn) are left out."""
     out = {}
-    for key, (num, count) in result.parts.items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if key in result.per_joint:
-                values = np.nanmean((weights @ num) / (weights @ count), axis=1)
-            else:
-                values = (weights @ num) / (weights @ count)
-        values = values[np.isfinite(values)]
-        out[key] = (float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))) if len(values) else (float("nan"),) * 2
+    for key, values in bootstrap_distribution(per_sample_values, aggregator, n, seed).items():
+        finite = values[np.isfinite(values)]
+        out[key] = (float(np.quantile(finite, alpha / 2)), float(np.quantile(finite, 1 - alpha / 2))) if len(finite) else (np.nan, np.nan)
     return out
+
+
+__all__ = [
+    "DATASET_RULES",
+    "HAND_TYPE_CODES",
+    "MIDDLE_MCP",
+    "PROTOCOLS",
+    "WRIST",
+    "DatasetRules",
+    "DIRProtocol",
+    "EvalResult",
+    "InterWildProtocol",
+    "as_f64",
+    "bone_scale",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "bootstrap_indices",
+    "evaluate",
+    "gt_joint_targets",
+    "gt_relative_translation",
+    "hand_joints",
+    "hand_type_codes",
+    "hands_in_type",
+    "joint_errors",
+    "mpjpe_per_hand",
+    "mpvpe_per_hand",
+    "mrrpe_per_sample",
+    "nanmean",
+    "register_dataset_rules",
+    "register_protocol",
+    "regressors_of",
+    "relative_translation",
+    "root_aligned",
+    "rrve_per_sample",
+    "split_hands",
+    "wrist_aligned",
+]
