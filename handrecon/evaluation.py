@@ -174,6 +174,33 @@ def write_metrics_json(path: Path, summary: dict, provenance: dict, ci: dict | N
     return atomic_write_json(path, payload, indent=1)
 
 
+def overlay_hands(
+    image: np.ndarray, verts: np.ndarray, mesh_valid: np.ndarray, focal, princpt, faces, colours, weight: float = 0.6
+) -> np.ndarray:
+    """A two-hand mesh (1556, 3) rendered over a float image (H, W, 3) in [0, 1].
+
+    Hands without a valid mesh are not drawn; `colours` is one RGB or per-vertex (1556, 3);
+    mesh pixels show `weight` of the rendering blended over the image.
+    """
+    import torch
+
+    from .render import render_mesh
+
+    drawn = np.repeat(np.asarray(mesh_valid, bool), 778)[:, None]
+    verts = np.where(drawn, verts, [0.0, 0.0, -1.0])  # behind the camera: not rasterized
+    colours = torch.as_tensor(np.broadcast_to(colours, verts.shape).copy(), dtype=torch.float32)
+    out = render_mesh(
+        torch.as_tensor(verts, dtype=torch.float32)[None],
+        faces,
+        torch.as_tensor(focal)[None],
+        torch.as_tensor(princpt)[None],
+        image.shape[:2],
+        vertex_colors=colours,
+    )
+    mask = out["mask"][0].numpy()[..., None]
+    return np.where(mask, (1 - weight) * image + weight * out["image"][0].numpy(), image)
+
+
 def save_overlays(
     path: Path, reader, indices: list[int], pred_verts: np.ndarray, gt_verts: np.ndarray, mesh_valid: np.ndarray, titles: list[str], faces
 ) -> Path:
@@ -185,29 +212,14 @@ def save_overlays(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-
-    from .render import render_mesh
 
     n = len(indices)
     fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), squeeze=False)
     for col, (i, title) in enumerate(zip(indices, titles)):
         sample = reader[i]
         image = sample["image"].astype(np.float32) / 255
-        h, w = image.shape[:2]
-        drawn = np.repeat(mesh_valid[i], 778)[:, None]
         for row, (verts, colour) in enumerate(((gt_verts[i], (0.2, 0.9, 0.3)), (pred_verts[i], (0.95, 0.25, 0.2)))):
-            verts = np.where(drawn, verts, [0.0, 0.0, -1.0])  # behind the camera: not rasterized
-            out = render_mesh(
-                torch.as_tensor(verts, dtype=torch.float32)[None],
-                faces,
-                torch.as_tensor(sample["focal"])[None],
-                torch.as_tensor(sample["princpt"])[None],
-                (h, w),
-                vertex_colors=torch.tensor(colour).expand(verts.shape[0], 3),
-            )
-            mask = out["mask"][0].numpy()[..., None]
-            blend = np.where(mask, 0.4 * image + 0.6 * out["image"][0].numpy(), image)
+            blend = overlay_hands(image, verts, mesh_valid[i], sample["focal"], sample["princpt"], faces, colour)
             ax = axes[row, col]
             ax.imshow(blend)
             ax.set_axis_off()

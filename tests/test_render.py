@@ -51,6 +51,17 @@ def random_scene(g: torch.Generator, n_faces: int, H: int, W: int, z_range=(1.0,
     return verts, faces, focal, princpt
 
 
+def stack_scenes(scenes, dtype=None):
+    """A batch of random scenes sharing the first scene's faces: verts, faces, focal, princpt."""
+    cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)  # noqa: E731
+    return (
+        cast(torch.stack([s[0] for s in scenes])),
+        scenes[0][1],
+        cast(torch.stack([s[2] for s in scenes])),
+        cast(torch.stack([s[3] for s in scenes])),
+    )
+
+
 def naive_reference(verts, faces, focal, princpt, H, W, znear=1e-3, edge_tol=1e-6, depth_tol=1e-5):
     """Per-pixel, per-face loop in float64. Returns face_idx (H, W) int, depth (H, W) float (0 on
     background) and `ambiguous` (H, W) bool: pixels whose centre is within `edge_tol` (in
@@ -165,10 +176,7 @@ def test_matches_naive_per_pixel_reference(seed, dtype):
     scenes = [random_scene(g, 7, H, W) for _ in range(2)]
     # Face 0 of image 0 straddles znear: rasterizer and reference must both skip it.
     scenes[0][0][0, 2] = 0.05
-    verts = torch.stack([s[0] for s in scenes]).to(dtype)
-    focal = torch.stack([s[2] for s in scenes]).to(dtype)
-    princpt = torch.stack([s[3] for s in scenes]).to(dtype)
-    faces = scenes[0][1]
+    verts, faces, focal, princpt = stack_scenes(scenes, dtype)
     frags = rasterize(verts, faces, focal, princpt, (H, W), znear=0.5)
     n_checked = 0
     for b in range(2):
@@ -329,10 +337,7 @@ def test_batch_equals_elements_alone_and_chunking_does_not_change_results():
     H, W = 12, 16
     g = torch.Generator().manual_seed(11)
     scenes = [random_scene(g, 8, H, W, dtype=F32) for _ in range(3)]
-    verts = torch.stack([s[0] for s in scenes])
-    faces = scenes[0][1]
-    focal = torch.stack([s[2] for s in scenes])
-    princpt = torch.stack([s[3] for s in scenes])
+    verts, faces, focal, princpt = stack_scenes(scenes)
     batched = rasterize(verts, faces, focal, princpt, (H, W))
     for b in range(3):
         alone = rasterize(verts[b : b + 1], faces, focal[b : b + 1], princpt[b : b + 1], (H, W))
@@ -511,10 +516,7 @@ def test_cuda_matches_cpu():
     H, W = 48, 64
     g = torch.Generator().manual_seed(4)
     scenes = [random_scene(g, 60, H, W, dtype=F32) for _ in range(3)]
-    verts = torch.stack([s[0] for s in scenes])
-    faces = scenes[0][1]
-    focal = torch.stack([s[2] for s in scenes])
-    princpt = torch.stack([s[3] for s in scenes])
+    verts, faces, focal, princpt = stack_scenes(scenes)
     cpu = render_mesh(verts, faces, focal, princpt, (H, W))
     gpu = render_mesh(verts.cuda(), faces.cuda(), focal.cuda(), princpt.cuda(), (H, W))
     same = cpu["face_idx"] == gpu["face_idx"].cpu()

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.data.procedural import ProceduralConfig, generate
@@ -34,25 +33,16 @@ def _stage(name: str) -> None:
 
 def _gallery(reader, hand_model: HandModel, count: int, path: Path) -> Path:
     """Images with their mesh labels drawn over them, side by side (labels are exact)."""
-    from handrecon.render import render_mesh
+    from handrecon.evaluation import overlay_hands
 
+    colours = np.where(np.arange(1556)[:, None] < 778, [[0.95, 0.35, 0.25]], [[0.25, 0.5, 0.95]])  # right red, left blue
     tiles = []
     for i in range(min(count, len(reader))):
         sample = reader[i]
         image = sample["image"].astype(np.float32) / 255
-        valid = np.repeat(sample["mesh_valid"], 778)
-        colours = np.where(np.arange(1556)[:, None] < 778, [[0.95, 0.35, 0.25]], [[0.25, 0.5, 0.95]])
-        verts = np.where(valid[:, None], sample["verts"], [0.0, 0.0, -1.0])  # absent hand: behind the camera
-        out = render_mesh(
-            torch.as_tensor(verts, dtype=torch.float32)[None],
-            hand_model.faces_two_hand,
-            torch.as_tensor(sample["focal"])[None],
-            torch.as_tensor(sample["princpt"])[None],
-            image.shape[:2],
-            vertex_colors=torch.as_tensor(colours, dtype=torch.float32),
+        overlay = overlay_hands(
+            image, sample["verts"], sample["mesh_valid"], sample["focal"], sample["princpt"], hand_model.faces_two_hand, colours, weight=0.55
         )
-        mask = out["mask"][0].numpy()[..., None]
-        overlay = np.where(mask, 0.45 * image + 0.55 * out["image"][0].numpy(), image)
         tiles.append(np.concatenate([image, overlay], axis=0))
     cols = 8
     rows = [np.concatenate(tiles[r : r + cols], axis=1) for r in range(0, len(tiles), cols)]
