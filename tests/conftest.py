@@ -23,3 +23,13 @@ def hand_model(mano_dir):
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def procedural_root(tmp_path_factory, hand_model):
+    """A small procedural dataset in InterHand2.6M format (train / val / test splits)."""
+    from handrecon.data.procedural import ProceduralConfig, generate
+
+    out = tmp_path_factory.mktemp("procedural")
+    generate(hand_model, ProceduralConfig(image_size=(128, 128), split_fractions=(0.6, 0.2, 0.2)), out, num=60, seed=0, progress=False)
+    return out

@@ -1,0 +1,175 @@
+"""Regressors: output contract, gradients, the mirrored left-hand path, weights, overfitting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from handrecon import metrics
+from handrecon.data.augment import crop_to_input
+from handrecon.data.readers import create_reader
+from handrecon.errors import UserError
+from handrecon.models import OUTPUT_KEYS, ModelConfig, build_model, create_model, list_models
+from handrecon.models.layers import crop_images
+
+TINY = [name for name in list_models() if name.endswith("_tiny")]
+SHAPES = {
+    "verts": (1556, 3),
+    "joints3d": (42, 3),
+    "joints2d": (42, 2),
+    "rel_trans": (3,),
+    "mano_pose": (2, 48),
+    "mano_shape": (2, 10),
+}
+
+
+def _batch(root, hand_model, size, split="train", indices=range(4)):
+    reader = create_reader("ih26m", root, split, hand_model)
+    return default_collate([crop_to_input(reader[i], size) for i in indices])
+
+
+def test_registry_lists_full_and_tiny_variants():
+    assert {"interwild", "interwild_tiny", "dir", "dir_tiny"} <= set(list_models())
+    assert set(SHAPES) == set(OUTPUT_KEYS)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_models_output_contract_and_gradients(name, hand_model, procedural_root):
+    torch.manual_seed(0)
+    model = create_model(name, hand_model)
+    batch = _batch(procedural_root, hand_model, model.input_size)
+    out = model(batch)
+    for key, shape in SHAPES.items():
+        assert out[key].shape == (4, *shape), key
+        assert torch.isfinite(out[key]).all(), key
+    # joints2d is joints3d projected with the batch camera
+    j, f, c = out["joints3d"], batch["focal"][:, None], batch["princpt"][:, None]
+    torch.testing.assert_close(out["joints2d"], j[..., :2] / j[..., 2:] * f + c, rtol=1e-4, atol=1e-3)
+    # joints3d is the mesh's regressed joints
+    torch.testing.assert_close(out["joints3d"], hand_model.regress_joints(out["verts"]), rtol=1e-5, atol=1e-6)
+
+    terms = model.losses(out, batch)
+    assert terms and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    # every parameter is reached by some loss: DDP needs no find_unused_parameters
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing[:5]
+    assert model.state_dict() and not any("mano" in k.lower() or "shapedirs" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["interwild", "dir"])
+def test_published_sizes_build_and_run(name, hand_model):
+    torch.manual_seed(0)
+    model = create_model(name, hand_model).eval()
+    h, w = model.input_size
+    assert (h, w) == {"interwild": (512, 384), "dir": (256, 256)}[name]
+    batch = {
+        "image": torch.randint(0, 255, (1, h, w, 3), dtype=torch.uint8),
+        "focal": torch.tensor([[1.5 * w, 1.5 * w]]),
+        "princpt": torch.tensor([[w / 2, h / 2]]),
+    }
+    with torch.no_grad():
+        out = model(batch)
+    for key, shape in SHAPES.items():
+        assert out[key].shape == (1, *shape), key
+    if name == "interwild":  # the hand crops are 256 x 256 and their heatmaps 8 x 8 x 8
+        assert model.cfg.hand_size == 256 and out["joint_img"].shape == (1, 2, 21, 3)
+
+
+def test_wrong_input_size_and_options_are_clear_errors(hand_model):
+    model = create_model("dir_tiny", hand_model)
+    with pytest.raises(ValueError, match=r"reads \(64, 64\)"):
+        model({"image": torch.zeros(1, 32, 32, 3, dtype=torch.uint8)})
+    with pytest.raises(UserError, match="no option"):
+        create_model("dir_tiny", hand_model, not_an_option=1)
+    with pytest.raises(UserError, match="unknown model 'nope'"):
+        create_model("nope", hand_model)
+    with pytest.raises(UserError, match="no loss term"):
+        build_model(ModelConfig(name="dir_tiny", loss_weights={"boxes": 1.0}), hand_model)
+
+
+def test_pretrained_weights_come_from_a_local_file(hand_model, tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(UserError, match=str(tmp_path / "missing.safetensors")):
+        create_model("dir_tiny", hand_model, pretrained=str(tmp_path / "missing.safetensors"))
+    # a timm checkpoint of the backbone, with recognisable values, is what the model starts from
+    import timm
+
+    reference = timm.create_model("test_resnet", pretrained=False)
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    save_file(state, str(tmp_path / "backbone.safetensors"))
+    model = create_model("dir_tiny", hand_model, pretrained=str(tmp_path / "backbone.safetensors"))
+    loaded = dict(model.backbone.named_parameters())
+    first = next(k for k in loaded if k.endswith("conv1.weight"))
+    assert torch.all(loaded[first] == 0.5)
+
+
+def _mirror_batch(batch):
+    """The horizontally mirrored scene: image flipped, principal point and boxes mirrored, and
+    the hands' boxes swapped (the mirrored right hand is a left hand)."""
+    w = batch["image"].shape[2]
+    princpt = batch["princpt"].clone()
+    princpt[:, 0] = w - 1 - princpt[:, 0]
+    boxes = batch["roi_boxes"].flip(1)
+    boxes = torch.stack([w - 1 - boxes[..., 2], boxes[..., 1], w - 1 - boxes[..., 0], boxes[..., 3]], -1)
+    return {**batch, "image": batch["image"].flip(2), "princpt": princpt, "roi_boxes": boxes}
+
+
+def test_interwild_left_hand_path_is_the_mirrored_right_hand_path(hand_model, procedural_root):
+    torch.manual_seed(0)
+    model = create_model("interwild_tiny", hand_model).eval()
+    batch = _batch(procedural_root, hand_model, model.input_size)
+    # the right hands' boxes for both hands: the left path then sees exactly the right crop mirrored
+    right = batch["boxes"][:, :1]
+    batch["roi_boxes"] = torch.cat([right, right], 1)
+    with torch.no_grad():
+        out = model(batch)
+        mirrored = model(_mirror_batch(batch))
+    flip_x = torch.tensor([-1.0, 1.0, 1.0])
+    # the mirrored scene's left hand is the original right hand, mirrored through x = 0
+    torch.testing.assert_close(mirrored["verts"][:, 778:], out["verts"][:, :778] * flip_x, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(mirrored["verts"][:, :778], out["verts"][:, 778:] * flip_x, atol=2e-4, rtol=1e-4)
+    aa = torch.tensor([1.0, -1.0, -1.0]).repeat(16)
+    torch.testing.assert_close(mirrored["mano_pose"][:, 1], out["mano_pose"][:, 0] * aa, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mirrored["mano_shape"][:, 1], out["mano_shape"][:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_crop_pixels_sample_the_documented_image_positions():
+    # crop pixel j of box (x0, x1) sits at x0 + (j + 0.5) * w / S; a linear ramp shows it exactly
+    h, w, s = 20, 30, 8
+    xs = torch.arange(w, dtype=torch.float32).expand(h, w)
+    image = torch.stack([xs, xs * 0, xs * 0])[None]
+    box = torch.tensor([[4.0, 5.0, 20.0, 13.0]])
+    crop = crop_images(image, box, s, torch.zeros(1, dtype=torch.long))
+    expected = 4.0 + (torch.arange(s) + 0.5) * 16.0 / s
+    torch.testing.assert_close(crop[0, 0, 3], expected, atol=1e-4, rtol=0)
+    flipped = crop_images(image, box, s, torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool))
+    torch.testing.assert_close(flipped[0, 0, 3], expected.flip(0), atol=1e-4, rtol=0)
+
+
+def _mpvpe(model, batch, hand_model):
+    with torch.no_grad():
+        out = model.eval()(batch)
+    model.train()
+    gt = {k: batch[k].numpy() for k in ("verts", "mesh_valid", "joints3d", "joints_valid")} | {"hand_type": np.array(batch["hand_type"])}
+    pred = {"verts": out["verts"].numpy(), "rel_trans": out["rel_trans"].numpy()}
+    return metrics.evaluate(pred, gt, hand_model=hand_model).summary["interwild/mpvpe_all_wrist_mm"]
+
+
+@pytest.mark.parametrize("name, steps", [("dir_tiny", 60), ("interwild_tiny", 60)])
+def test_tiny_model_overfits_16_samples(name, steps, hand_model, procedural_root):
+    torch.manual_seed(0)
+    model = create_model(name, hand_model, **({"roi_boxes": "gt"} if name.startswith("interwild") else {}))
+    batch = _batch(procedural_root, hand_model, model.input_size, indices=range(16))
+    before = _mpvpe(model, batch, hand_model)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(steps):
+        loss = sum(model.losses(model(batch), batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = _mpvpe(model, batch, hand_model)
+    print(f"{name}: MPVPE {before:.1f} -> {after:.1f} mm after {steps} steps")
+    assert after < before / 2, (before, after)
