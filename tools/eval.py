@@ -22,18 +22,43 @@ from handrecon.evaluation import (
 )
 
 
+def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
+    """Run a trained checkpoint over the split; returns the predictions file it wrote."""
+    from handrecon.config import load_config
+    from handrecon.data.readers import create_reader
+    from handrecon.engine import Experiment, predict_dataset, save_predictions
+    from handrecon.engine.checkpoint import CONFIG, checkpoint_dir, load_weights
+    from handrecon.engine.distributed import pick_device
+    from handrecon.models import build_model
+
+    folder = checkpoint_dir(args.checkpoint)
+    cfg = load_config(Experiment, folder / CONFIG)
+    model = build_model(cfg.model, hand_model)
+    load_weights(model, folder, strict=True)
+    device = pick_device(args.device)
+    reader = create_reader(reader_name, args.data_root, args.split, hand_model)
+    pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off")
+    path = save_predictions(args.out / "predictions.npz", pred)
+    print(f"predicted {len(pred['sample_ids'])} samples with {folder}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from handrecon import metrics
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    parser.add_argument("--predictions", required=True, type=Path, help="npz: sample_ids (N,), verts (N,1556,3) m, optional rel_trans (N,3)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="npz: sample_ids (N,), verts (N,1556,3) m, optional rel_trans (N,3)")
+    source.add_argument("--checkpoint", type=Path, help="a run folder (its best checkpoint, else its latest), a checkpoint folder: predict first")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--data-root", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--protocol", default="interwild", choices=sorted(metrics.PROTOCOLS))
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: DATA_ROOT/mano, as make_procedural writes it)")
-    parser.add_argument("--out", type=Path, default=None, help="report folder (default: eval_<dataset>_<split> beside the predictions)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: eval_<dataset>_<split> beside the predictions, or in the checkpoint folder)")
     parser.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% confidence intervals (0: none)")
+    parser.add_argument("--batch-size", type=int, default=16, help="--checkpoint: images per forward pass")
+    parser.add_argument("--device", default="auto", help="--checkpoint: auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--overlays", type=int, default=4, help="best and worst samples drawn as PNG overlays (0: none)")
     args = parser.parse_args(argv)
 
@@ -47,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     reader_name, selection = DATASETS[args.dataset]
     reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False)
     gt = load_ground_truth(reader)
+    if args.checkpoint is not None:
+        args.out = args.out or args.checkpoint / f"eval_{args.dataset}_{args.split}"
+        args.predictions = _predict(args, reader_name, hand_model)
     pred = load_predictions(args.predictions, gt.sample_ids)
 
     result = metrics.evaluate(pred, gt.as_dict(), protocol=args.protocol, dataset=selection, hand_model=hand_model)
@@ -63,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_samples": len(gt.sample_ids),
         "predictions": str(args.predictions.resolve()),
         "predictions_sha256": file_sha256(args.predictions),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint.resolve()),
         "mano_dir": str(mano_dir.resolve()),
         "bootstrap": args.bootstrap,
         "code_version": code_version(),

@@ -1,0 +1,167 @@
+"""Run folders and checkpoints.
+
+    RUN_DIR/
+      config.yaml                     the experiment as run
+      tb/                             TensorBoard events
+      images/step_XXXXXXXX.png        validation overlays
+      checkpoints/
+        step_XXXXXXXX/
+          model.safetensors           weights (what --init and tools/eval.py --checkpoint read)
+          trainer.pt                  optimizer, scheduler, scaler, RNG and sampler state, step
+          config.yaml
+        best.json                     {"step", "metric", "value", "checkpoint"}
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a crash
+never leaves a half-written `step_*`; keep-last-k pruning never removes the best one.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+from ..io import atomic_write_json
+
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+WEIGHTS, TRAINER_STATE, CONFIG = "model.safetensors", "trainer.pt", "config.yaml"
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / WEIGHTS).is_file() and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"no checkpoint to resume from in {Path(run_dir) / 'checkpoints'} (expected step_XXXXXXXX folders)")
+    return found[-1]
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any], config_yaml: str) -> Path:
+    """Write `step_XXXXXXXX/` atomically (temporary folder, then rename); replaces an existing one."""
+    final = step_dir(run_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS))
+    torch.save(trainer_state, tmp / TRAINER_STATE)
+    (tmp / CONFIG).write_text(config_yaml)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_trainer_state(ckpt: Path) -> dict[str, Any]:
+    # our own file, holding numpy RNG state and plain python objects
+    return torch.load(ckpt / TRAINER_STATE, map_location="cpu", weights_only=False)
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint folder as given, or a run folder's best checkpoint (best.json), else its latest."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        best = path / "checkpoints" / "best.json"
+        if best.is_file():
+            folder = path / json.loads(best.read_text())["checkpoint"]
+            if (folder / WEIGHTS).is_file():
+                return folder
+        return latest_checkpoint(path)
+    raise UserError(f"no checkpoint at {path}: give a checkpoint folder (with {WEIGHTS}) or a run folder")
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights of a .safetensors file, a checkpoint folder or a run folder (`checkpoint_dir`)."""
+    path = Path(path)
+    return path if path.is_file() else checkpoint_dir(path) / WEIGHTS
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> dict[str, list[str]]:
+    """Load weights into `model`. Non-strict (fine-tuning): tensors whose name or shape does not
+    match are skipped and reported in the returned {'missing', 'unexpected', 'mismatched'}."""
+    file = weights_file(path)
+    state = load_file(str(file))
+    own = model.state_dict()
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    report = {"missing": sorted(set(own) - set(state)), "unexpected": sorted(set(state) - set(own)), "mismatched": mismatched}
+    if strict and any(report.values()):
+        raise UserError(f"weights in {file} do not fit the model: " + "; ".join(f"{k}: {v[:5]}" for k, v in report.items() if v))
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
+    return report
+
+
+class BestTracker:
+    """The best checkpoint by one metric, persisted in checkpoints/best.json."""
+
+    def __init__(self, run_dir: str | Path, metric: str, mode: str):
+        if mode not in ("min", "max"):
+            raise ValueError(f"best mode must be 'min' or 'max', got {mode!r}")
+        self.path = Path(run_dir) / "checkpoints" / "best.json"
+        self.metric, self.mode = metric, mode
+        self.record = json.loads(self.path.read_text()) if self.path.is_file() else None
+
+    def better(self, value: float) -> bool:
+        if not np.isfinite(value):
+            return False
+        if self.record is None:
+            return True
+        best = self.record["value"]
+        return value < best if self.mode == "min" else value > best
+
+    def update(self, step: int, metrics: dict[str, float]) -> bool:
+        """Record `step` as best if its metric improves; True when it did."""
+        if self.metric not in metrics:
+            raise UserError(f"train.best_metric '{self.metric}' is not among the validation metrics {sorted(metrics)}")
+        value = float(metrics[self.metric])
+        if not self.better(value):
+            return False
+        self.record = {"step": step, "metric": self.metric, "value": value, "checkpoint": step_dir(".", step).as_posix()}
+        atomic_write_json(self.path, self.record, indent=1)
+        return True
+
+    @property
+    def step(self) -> int | None:
+        return None if self.record is None else int(self.record["step"])
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_step: int | None = None) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints (and the one of `keep_step`)."""
+    found = list_checkpoints(run_dir)
+    doomed = [p for p in found[: max(len(found) - keep_last, 0)] if keep_step is None or p != step_dir(run_dir, keep_step)]
+    for p in doomed:
+        shutil.rmtree(p)
+    return doomed

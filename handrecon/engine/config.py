@@ -1,0 +1,67 @@
+"""The experiment config `tools/train.py` reads (YAML + `--set`, see `handrecon.config`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..data.augment import AugmentConfig
+from ..data.loader import DataConfig
+from ..evaluation import DATASETS
+from ..models import ModelConfig
+from .optim import OptimConfig, ScheduleConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1  # passes over data.epoch_source (or data.steps_per_epoch steps each)
+    max_steps: int | None = None  # optimizer steps; when set it replaces `epochs`
+    amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})  # fp16 needs CUDA
+    device: str = "auto"  # auto: the rank's GPU if CUDA is available, else cpu
+    seed: int = 0  # model initialisation and augmentation
+    sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics over all ranks' samples
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [hand_backbone]
+    log_every: int = 20  # optimizer steps between TensorBoard scalars
+    eval_every: int = 0  # optimizer steps between validations; 0: once per epoch
+    ckpt_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
+    keep_last: int = 3  # newest checkpoints kept (the best one is kept as well)
+    best_metric: str = "interwild/mpvpe_all_wrist_mm"  # a validation metric key
+    best_mode: str = field(default="min", metadata={"choices": ("min", "max")})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+
+
+@dataclass
+class ValConfig:
+    """Periodic validation with the metrics module; `dataset: null` switches it off."""
+
+    dataset: str | None = None  # ih26m | procedural | reih | hic: reader and MRRPE selection rules
+    root: str = ""
+    split: str = "val"
+    protocol: str = field(default="interwild", metadata={"choices": ("interwild", "dir")})
+    max_samples: int | None = 512  # the first N samples of the split (a fixed subset); null: all
+    batch_size: int = 16
+    images: int = 8  # samples drawn with their predicted mesh per validation (0: none)
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ValueError(f"val.dataset must be one of {sorted(DATASETS)} or null, got {self.dataset!r}")
+
+
+@dataclass
+class Experiment:
+    out: str = "runs/train"  # the run folder: config, checkpoints, TensorBoard, images
+    mano_dir: str = ""  # folder with MANO_RIGHT.pkl and MANO_LEFT.pkl
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # output_size is set to model's input_size
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val: ValConfig = field(default_factory=ValConfig)

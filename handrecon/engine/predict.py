@@ -1,0 +1,71 @@
+"""Run a regressor over a dataset split: the predictions file `tools/eval.py` reads.
+
+Each sample is cropped to the model input around its ground-truth hand boxes (`crop_to_input`,
+as the InterWild / DIR test pipelines crop around the given hand boxes); the crop only changes
+the intrinsics, so predictions are in the dataset's own camera frame and compare directly
+with its labels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.augment import crop_to_input
+from ..data.loader import MappedDataset
+from ..io import atomic_write_bytes
+
+
+def _crop(size: tuple[int, int]):
+    return lambda sample, index: crop_to_input(sample, size)
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast context for 'off' | 'bf16' | 'fp16'."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    amp: str = "off",
+    indices: list[int] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """{'sample_ids' (N,), 'verts' (N, 1556, 3), 'rel_trans' (N, 3)} for the samples of `dataset`
+    (all, or `indices`), in that order. The model is put in eval mode and left there."""
+    device = torch.device(device)
+    model.eval()
+    data = MappedDataset(dataset, _crop(model.input_size))
+    if indices is not None:
+        data = torch.utils.data.Subset(data, indices)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers)
+    out: dict[str, list] = {"sample_ids": [], "verts": [], "rel_trans": []}
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with autocast(device, amp):
+            pred = model(batch)
+        out["sample_ids"].extend(str(s) for s in batch["sample_id"])
+        out["verts"].append(pred["verts"].float().cpu().numpy())
+        out["rel_trans"].append(pred["rel_trans"].float().cpu().numpy())
+    return {
+        "sample_ids": np.array(out["sample_ids"]),
+        "verts": np.concatenate(out["verts"]).astype(np.float32),
+        "rel_trans": np.concatenate(out["rel_trans"]).astype(np.float32),
+    }
+
+
+def save_predictions(path: str | Path, pred: dict[str, np.ndarray]) -> Path:
+    """The npz layout of `tools/eval.py --predictions`, written atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **pred)
+    return atomic_write_bytes(path, buf.getvalue())

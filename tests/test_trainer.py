@@ -1,0 +1,248 @@
+"""The training loop: schedules, checkpoints, exact resume, mixing, freezing, validation, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from handrecon.config import load_config
+from handrecon.engine import Experiment, ScheduleConfig, Trainer
+from handrecon.engine import checkpoint as ckpt
+from handrecon.engine.optim import lr_factor
+from handrecon.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, mano_dir, root, *overrides):
+    base = [
+        f"out={tmp_path / 'run'}",
+        f"mano_dir={mano_dir}",
+        "model.name=dir_tiny",
+        f"data.real={{kind: ih26m, root: {root}, split: train}}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "optim.lr=1e-3",
+        "train.log_every=1",
+        "train.device=cpu",
+    ]
+    return load_config(Experiment, None, [*base, *overrides])
+
+
+def _fit(cfg, **kwargs):
+    trainer = Trainer(cfg, progress=False, **kwargs)
+    try:
+        metrics = trainer.fit()
+    finally:
+        trainer.close()
+    return trainer, metrics
+
+
+def _scalars(run_dir, tag):
+    events = EventAccumulator(str(Path(run_dir) / "tb"))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def _weights(path):
+    return load_file(str(ckpt.weights_file(path)))
+
+
+# ---------------------------------------------------------------------------------- schedules
+def test_schedules_match_their_closed_forms():
+    total = 100
+    warm = ScheduleConfig(name="constant", warmup_steps=10)
+    assert [lr_factor(s, total, warm) for s in (0, 4, 9, 50)] == pytest.approx([0.1, 0.5, 1.0, 1.0])
+    step = ScheduleConfig(name="step", milestones=[0.5, 0.8], gamma=0.1)
+    assert [lr_factor(s, total, step) for s in (49, 50, 79, 80)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    cos = ScheduleConfig(name="cosine", warmup_steps=20, min_lr_ratio=0.1)
+    # after warmup the cosine runs from 1 at step 20 to min_lr_ratio at the last step
+    assert lr_factor(20, total, cos) == pytest.approx(1.0)
+    assert lr_factor(60, total, cos) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, total, cos) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="schedule.name"):
+        ScheduleConfig(name="linear")
+
+
+# -------------------------------------------------------------------------------- checkpoints
+def test_checkpoints_are_atomic_pruned_and_keep_the_best(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    for step in (1, 2, 3, 4):
+        ckpt.save_checkpoint(tmp_path, step, model, {"step": step}, "a: 1\n")
+    (tmp_path / "checkpoints" / ".tmp-step_00000005").mkdir()  # a crash mid-write
+    best = ckpt.BestTracker(tmp_path, "err", "min")
+    assert best.update(2, {"err": 5.0}) and not best.update(3, {"err": 6.0}) and not best.update(4, {"err": float("nan")})
+    ckpt.prune_checkpoints(tmp_path, keep_last=1, keep_step=best.step)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000002", "step_00000004"]
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_00000004"
+    assert json.loads((tmp_path / "checkpoints" / "best.json").read_text())["step"] == 2
+    assert ckpt.BestTracker(tmp_path, "err", "min").step == 2  # persisted
+    with pytest.raises(UserError, match="best_metric 'err'"):
+        best.update(5, {"other": 1.0})
+
+
+def test_non_strict_loading_skips_mismatched_tensors(tmp_path):
+    src = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    ckpt.save_checkpoint(tmp_path, 1, src, {}, "")
+    dst = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5))
+    report = ckpt.load_weights(dst, tmp_path, strict=False)
+    assert report["mismatched"] == ["1.bias", "1.weight"] and not report["missing"] and not report["unexpected"]
+    torch.testing.assert_close(dst[0].weight, src[0].weight)
+    with pytest.raises(UserError, match="do not fit"):
+        ckpt.load_weights(dst, tmp_path, strict=True)
+
+
+# ------------------------------------------------------------------------------------ training
+def test_exact_resume_continues_like_the_uninterrupted_run(tmp_path, mano_dir, procedural_root):
+    # 36 train samples / batch 8 = 5 micro-batches an epoch, 2 per step: the resumed step 3 sits
+    # in epoch 1 after its first micro-batch, and accumulation spans the epoch boundary.
+    overrides = ["optim.grad_accum=2", "train.max_steps=6", "train.ckpt_every=3", "train.keep_last=5", "data.num_workers=2"]
+    full = _config(tmp_path / "a", mano_dir, procedural_root, *overrides)
+    _fit(full)
+    run_a = Path(full.out)
+    # the run "crashed" after its step-3 checkpoint: a folder with only that much of it
+    run_b = tmp_path / "b" / "run"
+    (run_b / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_a / "config.yaml", run_b / "config.yaml")
+    shutil.copytree(ckpt.step_dir(run_a, 3), ckpt.step_dir(run_b, 3))
+    resumed = load_config(Experiment, run_b / "config.yaml", [f"out={run_b}"])
+    trainer, _ = _fit(resumed, resume=True)
+    assert trainer.step == 6
+    losses_a, losses_b = _scalars(run_a, "loss/loss"), _scalars(run_b, "loss/loss")
+    assert sorted(losses_b) == [4, 5, 6]
+    assert [losses_b[s] for s in (4, 5, 6)] == [losses_a[s] for s in (4, 5, 6)]
+    assert len({losses_a[s] for s in losses_a}) == 6  # the losses do change from step to step
+    final_a, final_b = _weights(ckpt.step_dir(run_a, 6)), _weights(ckpt.step_dir(run_b, 6))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert any(not torch.equal(final_a[k], _weights(ckpt.step_dir(run_a, 3))[k]) for k in final_a)
+
+
+def test_mixed_sources_log_the_configured_ratio_and_validation_tracks_the_best(tmp_path, mano_dir, procedural_root):
+    cfg = _config(
+        tmp_path,
+        mano_dir,
+        procedural_root,
+        f"data.synth={{kind: ih26m, root: {procedural_root}, split: test}}",
+        "data.ratios={real: 0.75, synth: 0.25}",
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.keep_last=1",
+        "train.best_metric=interwild/mpvpe_all_wrist_mm",
+        f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 6, images: 2}}",
+    )
+    trainer, metrics = _fit(cfg)
+    run = Path(cfg.out)
+    assert set(_scalars(run, "data/ratio_synth").values()) == {0.25}
+    assert set(_scalars(run, "data/ratio_real").values()) == {0.75}
+    val = _scalars(run, "val/interwild/mpvpe_all_wrist_mm")
+    assert sorted(val) == [2, 4] and val[4] == pytest.approx(metrics["interwild/mpvpe_all_wrist_mm"])
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(val.values())) and best["step"] == min(val, key=val.get)
+    assert (run / best["checkpoint"] / "model.safetensors").is_file()  # kept despite keep_last=1
+    assert ckpt.latest_checkpoint(run).name == "step_00000004"
+    assert sorted(p.name for p in (run / "images").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+    lrs = _scalars(run, "train/lr")
+    assert lrs[4] < lrs[1]  # cosine decay
+
+
+def test_frozen_parameters_and_their_statistics_stay_fixed(tmp_path, mano_dir, procedural_root):
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.freeze=[backbone]")
+    trainer = Trainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    frozen = [k for k in before if k.startswith("backbone.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # incl. BatchNorm running stats
+    assert any(not torch.equal(before[k], after[k]) for k in before if not k.startswith("backbone."))
+    with pytest.raises(UserError, match="no parameter starts with 'nope'"):
+        Trainer(_config(tmp_path / "x", mano_dir, procedural_root, "train.freeze=[nope]"), progress=False)
+
+
+def test_init_loads_weights_and_runs_refuse_to_overwrite(tmp_path, mano_dir, procedural_root):
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=1")
+    _fit(cfg)
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        Trainer(cfg, progress=False)
+    fine = _config(tmp_path / "fine", mano_dir, procedural_root, "train.max_steps=1")
+    trainer = Trainer(fine, init=cfg.out, progress=False)
+    source = _weights(cfg.out)
+    assert trainer.step == 0
+    assert all(torch.equal(v, source[k]) for k, v in trainer.model.state_dict().items())
+    trainer.close()
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path, mano_dir, procedural_root):
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        Trainer(_config(tmp_path, mano_dir, procedural_root, "train.amp=fp16"), progress=False)
+
+
+def test_bf16_autocast_trains(tmp_path, mano_dir, procedural_root):
+    trainer, _ = _fit(_config(tmp_path, mano_dir, procedural_root, "train.amp=bf16", "train.max_steps=2"))
+    losses = _scalars(trainer.run_dir, "loss/loss")
+    assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
+
+
+def test_train_tool_resume_and_eval_checkpoint_agree(tmp_path, mano_dir, procedural_root):
+    """tools/train.py runs, --resume extends it, and tools/eval.py --checkpoint reproduces the
+    trainer's own validation numbers on the same split."""
+    run = tmp_path / "run"
+    common = [
+        f"mano_dir={mano_dir}",
+        "model.name=dir_tiny",
+        f"data.real={{kind: ih26m, root: {procedural_root}, split: train}}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "train.device=cpu",
+        f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: null, images: 0}}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def tool(*args):
+        return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True)
+
+    done = tool("tools/train.py", "--set", f"out={run}", "train.max_steps=2", *common)
+    assert done.returncode == 0, done.stderr
+    again = tool("tools/train.py", "--resume", str(run), "--set", "train.max_steps=3")
+    assert again.returncode == 0, again.stderr
+    trained = json.loads(again.stdout[again.stdout.index("{") :])
+    assert trained["step"] == 3
+    bad = tool("tools/train.py", "configs/train_tiny.yaml", "--resume", str(run))
+    assert bad.returncode == 2 and "give --set overrides only" in bad.stderr
+
+    out = tmp_path / "eval"
+    ev = tool("tools/eval.py", "--checkpoint", str(ckpt.step_dir(run, 3)), "--dataset", "procedural", "--data-root", str(procedural_root), "--split", "val",
+              "--mano-dir", str(mano_dir), "--out", str(out), "--overlays", "0")  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    reported = json.loads((out / "metrics.json").read_text())["metrics"]
+    for key, value in reported.items():
+        assert value == pytest.approx(trained[key], rel=1e-5, nan_ok=True), key
+    assert (out / "predictions.npz").is_file()
+
+
+def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedural_root):
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "data.batch_size=4")
+    from handrecon.config import save_config
+
+    save_config(cfg, tmp_path / "config.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_worker.py")]
+    done = subprocess.run([*cmd, str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [load_file(str(Path(cfg.out) / f"rank{r}.safetensors")) for r in (0, 1)]
+    saved = _weights(cfg.out)
+    initial = json.loads((Path(cfg.out) / "rank0.json").read_text())
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) and torch.equal(ranks[0][k], saved[k]) for k in saved)
+    # the ranks read different samples (each its own share of every batch)
+    seen = [set(json.loads((Path(cfg.out) / f"rank{r}.json").read_text())["samples"]) for r in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert initial["world_size"] == 2

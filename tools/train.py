@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Train a hand-mesh regressor (python tools/train.py CONFIG, or torchrun --nproc_per_node=N tools/train.py CONFIG)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from handrecon.cli import add_config_args, run_tool
+from handrecon.config import load_config
+from handrecon.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from handrecon.engine import Experiment, Trainer
+
+    parser = argparse.ArgumentParser(description=__doc__.strip())
+    add_config_args(parser)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--init", metavar="CKPT", help="start from these weights (a run, checkpoint folder or .safetensors); fresh optimizer")
+    group.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        if args.config is not None:
+            raise UserError("--resume continues the run with its own config.yaml; give --set overrides only, not CONFIG")
+        config = args.resume / "config.yaml"
+        if not config.is_file():
+            raise UserError(f"{args.resume} is not a run folder: it has no config.yaml")
+        cfg = load_config(Experiment, config, [*args.overrides, f"out={args.resume}"])
+    else:
+        cfg = load_config(Experiment, args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume is not None, init=args.init)
+    try:
+        metrics = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.dist.is_main:
+        print(json.dumps({"run": str(trainer.run_dir), "step": trainer.step, **metrics}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
