@@ -1,0 +1,99 @@
+"""SesaHandPipeline: hand labels + a prompt -> realistic images with those exact labels.
+
+A subclass of diffusers' `StableDiffusionControlNetPipeline`: it renders the mesh condition from
+the labels (`synth.condition`), finds each prompt's hand-token columns (`synth.hand_tokens`),
+puts the hand-bias processors on the UNet and/or ControlNet (`synth.attention`) and runs the
+parent's sampling loop with one `torch.Generator` per sample, so any sample is reproduced from
+its seed alone, whatever else is in the batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionControlNetPipeline
+
+from .attention import HAND_BIAS_TARGETS, HandTokenContext, install_hand_bias, remove_hand_bias
+from .condition import condition_from_samples, to_control_tensor
+
+
+@dataclass
+class SesaHandOutput:
+    images: np.ndarray  # (B, H, W, 3) uint8
+    conditions: np.ndarray  # (B, H, W, 3) uint8, the mesh condition each image was drawn from
+    prompts: list[str]
+    hand_columns: list[list[int]]
+    seeds: list[int]
+    labels: list[dict] | None  # the samples' labels, unchanged (None when a condition image was given)
+
+
+class SesaHandPipeline(StableDiffusionControlNetPipeline):
+    """`StableDiffusionControlNetPipeline` plus hand-token bias and mesh conditions."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker=None, feature_extractor=None,
+                 image_encoder=None, requires_safety_checker: bool = False):  # fmt: skip
+        super().__init__(vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker, feature_extractor, image_encoder,
+                         requires_safety_checker)  # fmt: skip
+        self.hand_context = HandTokenContext()
+        self._finder = None
+
+    def set_hand_bias(self, alpha: float = 2.0, targets: str = "both", bias_uncond: bool = False) -> None:
+        """Hand-token bias on the components named by `targets` (none | unet | controlnet | both)."""
+        if targets not in HAND_BIAS_TARGETS:
+            raise ValueError(f"hand-bias targets must be one of {sorted(HAND_BIAS_TARGETS)}, got {targets!r}")
+        for name in ("unet", "controlnet"):
+            remove_hand_bias(getattr(self, name))
+        for name in HAND_BIAS_TARGETS[targets]:
+            install_hand_bias(getattr(self, name), self.hand_context, alpha, bias_uncond)
+
+    def hand_columns(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's hand-token columns for this pipeline's tokenizer."""
+        from .hand_tokens import HandWordFinder, hand_tokens
+
+        if self._finder is None:
+            self._finder = HandWordFinder()
+        return [hand_tokens(p, self.tokenizer, self._finder).columns for p in prompts]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str | Mapping],
+        seeds: Sequence[int],
+        samples: Sequence[Mapping] | None = None,
+        hand_model=None,
+        condition: torch.Tensor | None = None,
+        resolution: int | None = None,
+        condition_style: str = "parts",
+        **call_kwargs,
+    ) -> SesaHandOutput:
+        """Images for `prompts` (strings, or semantics records with a 'prompt') conditioned on the
+        labels of `samples` (rendered with `hand_model`) or on a given (B, H, W, 3) `condition` in
+        [0, 1]. `call_kwargs` go to the parent's ``__call__`` (num_inference_steps,
+        guidance_scale, ...)."""
+        texts = [p["prompt"] if isinstance(p, Mapping) else str(p) for p in prompts]
+        if len(seeds) != len(texts):
+            raise ValueError(f"one seed per prompt: got {len(seeds)} seeds for {len(texts)} prompts")
+        if (samples is None) == (condition is None):
+            raise ValueError("give either samples (with hand_model) or a condition image")
+        side = resolution or self.unet.config.sample_size * self.vae_scale_factor
+        if samples is not None:
+            if hand_model is None:
+                raise ValueError("rendering the condition from samples needs hand_model")
+            condition = condition_from_samples(hand_model, list(samples), (side, side), condition_style)["image"]
+        columns = self.hand_columns(texts)
+        generators = [torch.Generator(self._execution_device).manual_seed(int(s)) for s in seeds]
+        with self.hand_context.use(columns, self.tokenizer.model_max_length):
+            images = self(
+                prompt=texts,
+                image=to_control_tensor(condition.float()),
+                height=side,
+                width=side,
+                generator=generators,
+                output_type="np",
+                **call_kwargs,
+            ).images
+        as_uint8 = lambda a: (np.clip(np.asarray(a), 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+        labels = None if samples is None else [dict(s) for s in samples]
+        return SesaHandOutput(as_uint8(images), as_uint8(condition.cpu()), texts, columns, [int(s) for s in seeds], labels)
