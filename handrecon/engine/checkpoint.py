@@ -21,7 +21,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,7 +43,8 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / WEIGHTS).is_file() and (p / TRAINER_STATE).is_file()]
+    # a step folder appears by rename once complete, so its trainer state marks it as such
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / TRAINER_STATE).is_file()]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -71,11 +72,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any], config_yaml: str) -> Path:
     """Write `step_XXXXXXXX/` atomically (temporary folder, then rename); replaces an existing one."""
+    return write_checkpoint(
+        run_dir, step, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS)),
+        trainer_state, config_yaml,
+    )  # fmt: skip
+
+
+def write_checkpoint(
+    run_dir: str | Path, step: int, write_weights: Callable[[Path], None], trainer_state: dict[str, Any], config_yaml: str
+) -> Path:
+    """The atomic part of every checkpoint: `write_weights(folder)` plus trainer state and config
+    into a temporary folder, renamed to `step_XXXXXXXX/` when complete."""
     final = step_dir(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS))
+    write_weights(tmp)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     (tmp / CONFIG).write_text(config_yaml)
     if final.exists():

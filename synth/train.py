@@ -1,0 +1,330 @@
+"""Training the SesaHand ControlNet: (image, mesh condition, behaviour prompt) -> noise prediction.
+
+Stable Diffusion (VAE, text encoder, UNet) stays frozen; the fusion ControlNet learns, with the
+hand-token bias in the cross-attention of the components `hand_bias_targets` names. Data come from
+the project readers through the resumable mixed sampler; each sample is cropped around its hands
+(`crop_margin`) to a square at the generation resolution, its condition rendered from its labels
+and its prompt read from a prompt cache (`tools/semantics.py`) or made by the rules chain.
+
+Randomness that a step draws (VAE posterior sample, noise, timesteps) comes from a generator
+seeded by (seed, step, micro-batch, rank), so a resumed run reproduces the uninterrupted run's
+losses exactly. Checkpoints (`checkpoints/step_XXXXXXXX/controlnet/`, diffusers format) load with
+`FusionControlNetModel.from_pretrained` or `--set model.controlnet=...`.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from handrecon.config import save_config, to_yaml
+from handrecon.data.augment import crop_to_input
+from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
+from handrecon.engine import checkpoint as ckpt
+from handrecon.engine.distributed import barrier, init_distributed, mean_over_ranks, pick_device, shutdown_distributed
+from handrecon.engine.optim import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
+from handrecon.engine.predict import autocast
+from handrecon.errors import UserError
+from handrecon.hand_model.mano import HandModel
+from handrecon.io import atomic_save_image
+
+from .attention import HAND_BIAS_TARGETS, HandTokenContext, install_hand_bias
+from .condition import CONDITION_STYLES, condition_from_samples
+from .models.components import Components, load_components
+
+
+@dataclass
+class GeneratorConfig:
+    base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)
+    controlnet: str | None = None  # start from this ControlNet folder; default: a copy of the UNet encoder
+    structural_fusion: bool = True
+    fusion_resolutions: list[int] | None = None  # latent grid heights whose maps enter psi'; null: all
+    fusion_resolution: int = 8  # fusion grid height, in latent cells
+    hand_bias: float = 2.0  # alpha added to the hand-token logits
+    hand_bias_targets: str = field(default="both", metadata={"choices": tuple(HAND_BIAS_TARGETS)})
+    condition_style: str = field(default="parts", metadata={"choices": tuple(CONDITION_STYLES)})
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class GeneratorData:
+    kind: str = "ih26m"  # a reader name (ih26m, reih, hic; procedural data is ih26m)
+    root: str = ""
+    split: str = "train"
+    prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
+    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: kind
+    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body
+    batch_size: int = 4  # per rank
+    num_workers: int = 2
+
+
+@dataclass
+class GeneratorTrain:
+    max_steps: int = 1000
+    amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 20
+    val_every: int = 200  # steps between validation grids (and at the end)
+    val_samples: int = 4
+    val_inference_steps: int = 20
+    guidance_scale: float = 7.5
+    ckpt_every: int = 500
+    keep_last: int = 3
+
+
+@dataclass
+class GeneratorExperiment:
+    out: str = "runs/synth_train"
+    mano_dir: str = ""  # MANO_RIGHT.pkl / MANO_LEFT.pkl
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    data: GeneratorData = field(default_factory=GeneratorData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=1e-2))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="constant", warmup_steps=0))
+    train: GeneratorTrain = field(default_factory=GeneratorTrain)
+
+
+class PairTransform:
+    """Sample -> training pair: image in [-1, 1], condition in [0, 1] (both 3 x S x S), prompt
+    token ids and hand-token mask. Deterministic; runs in the loader workers."""
+
+    def __init__(self, hand_model: HandModel, tokenizer, resolution: int, margin: float, style: str, prompts: dict[str, dict] | None,
+                 dataset: str):  # fmt: skip
+        from synth.hand_tokens import HandWordFinder
+
+        self.hand_model, self.tokenizer, self.size, self.margin, self.style = hand_model, tokenizer, resolution, margin, style
+        self.prompts, self.dataset = prompts, dataset
+        self.finder = HandWordFinder()
+        self._chain = None
+
+    def prompt(self, sample: dict) -> str:
+        if self.prompts is not None:
+            record = self.prompts.get(str(sample["sample_id"]))
+            if record is None:
+                raise UserError(f"sample {sample['sample_id']} has no record in the prompt cache; run tools/semantics.py over this split")
+            return record["prompt"]
+        if self._chain is None:
+            from synth.semantics.chain import SemanticsChain, SemanticsConfig
+
+            self._chain = SemanticsChain(SemanticsConfig(tokenizer="tiny"), self.hand_model)  # the prompt only; columns below
+        return self._chain([{**sample, "source": self.dataset}])[0]["prompt"]
+
+    def __call__(self, sample: dict, index: int) -> dict:
+        from synth.hand_tokens import hand_tokens
+
+        crop = crop_to_input(sample, (self.size, self.size), self.margin)
+        cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.style)["image"][0]
+        text = self.prompt(crop)
+        ids = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        mask = torch.zeros(self.tokenizer.model_max_length, dtype=torch.bool)
+        mask[hand_tokens(text, self.tokenizer, self.finder).columns] = True
+        return {
+            "sample_id": str(sample["sample_id"]),
+            "source": crop["source"],
+            "pixel_values": torch.from_numpy(crop["image"]).permute(2, 0, 1).float() / 127.5 - 1.0,
+            "condition": cond.permute(2, 0, 1).contiguous(),
+            "input_ids": ids["input_ids"][0],
+            "hand_mask": mask,
+            "prompt": text,
+        }
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator of one micro-batch's random draws: a function of its position only."""
+    mixed = int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+    return torch.Generator(device).manual_seed(mixed)
+
+
+def denoising_loss(parts: Components, controlnet, context: HandTokenContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """ControlNet's objective: || eps - eps_theta(z_t, t, c_t, c_f) ||^2 (or v for v-prediction)."""
+    vae, unet, scheduler = parts.vae, parts.unet, parts.scheduler
+    with torch.no_grad():
+        latents = vae.encode(batch["pixel_values"]).latent_dist.sample(generator) * vae.config.scaling_factor
+        text = parts.text_encoder(batch["input_ids"])[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    with context.use(batch["hand_mask"]):
+        down, mid = controlnet(noisy, steps, text, controlnet_cond=batch["condition"], return_dict=False)
+        pred = unet(noisy, steps, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+    target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
+    return F.mse_loss(pred.float(), target.float())
+
+
+class GeneratorTrainer:
+    def __init__(self, cfg: GeneratorExperiment, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.device = pick_device(cfg.train.device)
+        self.dist = init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.train.amp == "fp16" and self.device.type != "cuda":
+            raise UserError(f"train.amp=fp16 needs a CUDA device (device is {self.device}); use bf16 or off")
+        if not resume and ckpt.list_checkpoints(self.run_dir):
+            raise UserError(f"{self.run_dir} already holds checkpoints: pass --resume {self.run_dir} to continue it, or set another out")
+        if not cfg.mano_dir:
+            raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+        self.progress = progress and self.dist.is_main
+        m = cfg.model
+        fusion = dict(structural_fusion=m.structural_fusion, fusion_resolutions=m.fusion_resolutions, fusion_resolution=m.fusion_resolution)
+        self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **fusion)
+        for name in ("vae", "text_encoder", "unet"):
+            getattr(self.parts, name).to(self.device).requires_grad_(False).eval()
+        self.controlnet = self.parts.controlnet.to(self.device).train()
+        if m.gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
+            self.parts.unet.enable_gradient_checkpointing()
+        self.context = HandTokenContext()
+        if m.hand_bias:
+            for name in HAND_BIAS_TARGETS[m.hand_bias_targets]:
+                install_hand_bias(getattr(self.parts, name), self.context, m.hand_bias)
+
+        self.hand_model = HandModel(cfg.mano_dir)
+        prompts = None
+        if cfg.data.prompts:
+            from .semantics.cache import load_prompts
+
+            prompts = load_prompts(cfg.data.prompts)
+        transform = PairTransform(
+            self.hand_model, self.parts.tokenizer, self.parts.resolution, cfg.data.crop_margin, m.condition_style, prompts,
+            cfg.data.dataset or cfg.data.kind,
+        )  # fmt: skip
+        data = DataConfig(
+            real=SourceConfig(cfg.data.kind, cfg.data.root, cfg.data.split), ratios={"real": 1.0}, batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers, seed=cfg.train.seed,
+        )  # fmt: skip
+        self.loader, self.sampler, self.sources = build_mixed_loader(data, self.hand_model, self.dist.rank, self.dist.world_size, transform)
+        self.transform = transform
+        self.optimizer = build_optimizer(self.controlnet.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train.max_steps, cfg.schedule)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
+        self.step, self.epoch = 0, 0
+        if resume:
+            self._restore(ckpt.latest_checkpoint(self.run_dir))
+        self.net = self.controlnet
+        if self.dist.enabled:
+            self.net = DistributedDataParallel(self.controlnet, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                save_config(cfg, self.run_dir / "config.yaml")
+            self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.step or None)
+
+    def _restore(self, path: Path) -> None:
+        from .models import FusionControlNetModel
+
+        saved = FusionControlNetModel.from_pretrained(path / "controlnet", local_files_only=True)
+        self.controlnet.load_state_dict(saved.state_dict())
+        state = ckpt.load_trainer_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.epoch = state["step"], state["sampler"]["epoch"]
+
+    def save(self, batches_consumed: int) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(batches_consumed=batches_consumed),
+        }
+        ckpt.write_checkpoint(self.run_dir, self.step, lambda folder: self.controlnet.save_pretrained(folder / "controlnet"), state, to_yaml(self.cfg))
+        ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+
+    def validate(self) -> None:
+        """A grid of condition | generated | real for the first samples of the training split."""
+        if self.dist.is_main:
+            from diffusers import DDIMScheduler
+
+            from .pipeline import SesaHandPipeline
+
+            t = self.cfg.train
+            parts = self.parts.as_dict() | {"scheduler": DDIMScheduler.from_config(self.parts.scheduler.config)}
+            pipe = SesaHandPipeline(**parts)
+            pipe.hand_context = self.context  # the processors installed for training read this context
+            pipe.set_progress_bar_config(disable=True)
+            reader = build_source(SourceConfig(self.cfg.data.kind, self.cfg.data.root, self.cfg.data.split), self.hand_model)
+            samples = [crop_to_input(reader[i], (self.parts.resolution,) * 2, self.cfg.data.crop_margin) for i in range(t.val_samples)]
+            prompts = [self.transform.prompt(s) for s in samples]
+            self.controlnet.eval()
+            out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model,
+                                num_inference_steps=t.val_inference_steps, guidance_scale=t.guidance_scale)  # fmt: skip
+            self.controlnet.train()
+            grid = np.concatenate([np.concatenate([c, g, s["image"]], 1) for c, g, s in zip(out.conditions, out.images, samples)], 0)
+            self.writer.add_image("val/condition_generated_real", grid, self.step, dataformats="HWC")
+            atomic_save_image(self.run_dir / "images" / f"step_{self.step:08d}.png", grid)
+        barrier(self.dist)
+
+    def fit(self) -> float:
+        """Train to `train.max_steps`; returns the mean loss of the last logging window."""
+        cfg, accum = self.cfg, self.cfg.optim.grad_accum
+        bar = tqdm(total=cfg.train.max_steps, initial=self.step, desc="synth train", disable=not self.progress, dynamic_ncols=True)
+        window: dict[str, list] = defaultdict(list)
+        last = float("nan")
+        micro = 0
+        while self.step < cfg.train.max_steps:
+            self.sampler.set_epoch(self.epoch)
+            consumed = 0
+            for batch in self.loader:
+                consumed += 1
+                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                sync = (micro + 1) % accum == 0
+                no_sync = self.net.no_sync if isinstance(self.net, DistributedDataParallel) and not sync else contextlib.nullcontext
+                generator = step_generator(cfg.train.seed, self.step, micro % accum, self.dist.rank, self.device)
+                with no_sync(), autocast(self.device, cfg.train.amp):
+                    loss = denoising_loss(self.parts, self.net, self.context, batch, generator)
+                self.scaler.scale(loss / accum).backward()
+                window["loss"].append(loss.detach())
+                micro += 1
+                if not sync:
+                    continue
+                if cfg.optim.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    window["grad_norm"].append(torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), cfg.optim.grad_clip))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                bar.update(1)
+                done = self.step == cfg.train.max_steps
+                if self.step % cfg.train.log_every == 0 or done:
+                    means = mean_over_ranks(torch.stack([torch.stack(window[k]).float().mean() for k in sorted(window)]), self.dist)
+                    scalars = dict(zip(sorted(window), means.tolist()))
+                    last = scalars["loss"]
+                    if self.writer is not None:
+                        for name, value in scalars.items():
+                            self.writer.add_scalar(f"train/{name}", value, self.step)
+                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                    bar.set_postfix(loss=f"{last:.4f}")
+                    window.clear()
+                if self.step % cfg.train.val_every == 0 or done:
+                    self.validate()
+                if self.step % cfg.train.ckpt_every == 0 or done:
+                    self.save(consumed)
+                if done:
+                    break
+            else:
+                self.epoch += 1
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        return last
+
+    def close(self) -> None:
+        shutdown_distributed()

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Train the SesaHand ControlNet (python tools/synth_train.py CONFIG, or under torchrun)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from handrecon.cli import add_config_args, run_tool
+from handrecon.config import load_config
+from handrecon.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from synth.train import GeneratorExperiment, GeneratorTrainer
+
+    parser = argparse.ArgumentParser(description=__doc__.strip())
+    add_config_args(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        if args.config is not None:
+            raise UserError("--resume continues the run with its own config.yaml; give --set overrides only, not CONFIG")
+        if not (args.resume / "config.yaml").is_file():
+            raise UserError(f"{args.resume} is not a run folder: it has no config.yaml")
+        cfg = load_config(GeneratorExperiment, args.resume / "config.yaml", [*args.overrides, f"out={args.resume}"])
+    else:
+        cfg = load_config(GeneratorExperiment, args.config, args.overrides)
+    trainer = GeneratorTrainer(cfg, resume=args.resume is not None)
+    try:
+        loss = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.dist.is_main:
+        print(f"{trainer.run_dir}: step {trainer.step}, loss {loss:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
