@@ -28,9 +28,10 @@ from handrecon.config import save_config, to_yaml
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
-from handrecon.engine.distributed import barrier, init_distributed, mean_over_ranks, pick_device, shutdown_distributed
+from handrecon.engine.distributed import barrier, mean_over_ranks, shutdown_distributed
 from handrecon.engine.optim import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
 from handrecon.engine.predict import autocast
+from handrecon.engine.trainer import start_run
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
@@ -162,16 +163,7 @@ class GeneratorTrainer:
     def __init__(self, cfg: GeneratorExperiment, resume: bool = False, progress: bool = True):
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
-        self.device = pick_device(cfg.train.device)
-        self.dist = init_distributed(self.device)
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
-        if cfg.train.amp == "fp16" and self.device.type != "cuda":
-            raise UserError(f"train.amp=fp16 needs a CUDA device (device is {self.device}); use bf16 or off")
-        if not resume and ckpt.list_checkpoints(self.run_dir):
-            raise UserError(f"{self.run_dir} already holds checkpoints: pass --resume {self.run_dir} to continue it, or set another out")
-        if not cfg.mano_dir:
-            raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+        self.device, self.dist = start_run(self.run_dir, cfg.train.device, cfg.train.amp, cfg.mano_dir, resume)
         self.progress = progress and self.dist.is_main
         m = cfg.model
         fusion = dict(structural_fusion=m.structural_fusion, fusion_resolutions=m.fusion_resolutions, fusion_resolution=m.fusion_resolution)
@@ -227,22 +219,12 @@ class GeneratorTrainer:
         saved = FusionControlNetModel.from_pretrained(path / "controlnet", local_files_only=True)
         self.controlnet.load_state_dict(saved.state_dict())
         state = ckpt.load_trainer_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.step, self.epoch = state["step"], state["sampler"]["epoch"]
+        self.step, self.epoch = ckpt.restore_loop_state(state, self.optimizer, self.scheduler, self.scaler, self.sampler)
 
     def save(self, batches_consumed: int) -> None:
         if not self.dist.is_main:
             return
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(batches_consumed=batches_consumed),
-        }
+        state = ckpt.loop_state(self.step, self.optimizer, self.scheduler, self.scaler, self.sampler, batches_consumed)
         ckpt.write_checkpoint(self.run_dir, self.step, lambda folder: self.controlnet.save_pretrained(folder / "controlnet"), state, to_yaml(self.cfg))
         ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
 

@@ -96,6 +96,26 @@ def write_checkpoint(
     return final
 
 
+def loop_state(step: int, optimizer, scheduler, scaler, sampler, batches_consumed: int) -> dict[str, Any]:
+    """Everything besides the weights that a training loop needs to continue exactly."""
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "sampler": sampler.state_dict(batches_consumed=batches_consumed),
+    }
+
+
+def restore_loop_state(state: dict[str, Any], optimizer, scheduler, scaler, sampler) -> tuple[int, int]:
+    """Load a `loop_state` back; returns (step, epoch)."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    sampler.load_state_dict(state["sampler"])
+    return state["step"], state["sampler"]["epoch"]
+
+
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     # our own file, holding numpy RNG state and plain python objects
     return torch.load(ckpt / TRAINER_STATE, map_location="cpu", weights_only=False)

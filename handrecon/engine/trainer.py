@@ -64,6 +64,21 @@ def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> int:
     return count
 
 
+def start_run(run_dir: Path, device: str, amp: str, mano_dir: str, resume: bool) -> tuple[torch.device, DistInfo]:
+    """The checks and process-group set-up every training run starts with."""
+    device_ = pick_device(device)
+    dist = init_distributed(device_)
+    if device_.type == "cuda" and dist.enabled:
+        device_ = torch.device("cuda", dist.local_rank)
+    if amp == "fp16" and device_.type != "cuda":
+        raise UserError(f"train.amp=fp16 needs a CUDA device (device is {device_}); use bf16 or off")
+    if not resume and ckpt.list_checkpoints(run_dir):
+        raise UserError(f"{run_dir} already holds checkpoints: pass --resume {run_dir} to continue it, or set another out")
+    if not mano_dir:
+        raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    return device_, dist
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -74,17 +89,8 @@ class Trainer:
     def __init__(self, cfg: Experiment, resume: bool = False, init: str | None = None, progress: bool = True):
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
-        self.device = pick_device(cfg.train.device)
-        self.dist: DistInfo = init_distributed(self.device)
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
-        if cfg.train.amp == "fp16" and self.device.type != "cuda":
-            raise UserError(f"train.amp=fp16 needs a CUDA device (device is {self.device}); use bf16 or off")
+        self.device, self.dist = start_run(self.run_dir, cfg.train.device, cfg.train.amp, cfg.mano_dir, resume)
         self.progress = progress and self.dist.is_main
-        if not resume and ckpt.list_checkpoints(self.run_dir):
-            raise UserError(f"{self.run_dir} already holds checkpoints: pass --resume {self.run_dir} to continue it, or set another out")
-        if not cfg.mano_dir:
-            raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
 
         torch.manual_seed(cfg.train.seed)
         self.hand_model = HandModel(cfg.mano_dir)
@@ -142,26 +148,16 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         ckpt.load_weights(self.model, path, strict=True)
         state = ckpt.load_trainer_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.epoch = ckpt.restore_loop_state(state, self.optimizer, self.scheduler, self.scaler, self.sampler)
         ckpt.set_rng_state(state["rng"])
-        self.step, self.epoch = state["step"], state["sampler"]["epoch"]
         if self.dist.is_main:
             print(f"resumed {path} at step {self.step}")
 
     def save(self, batches_consumed: int) -> None:
         if not self.dist.is_main:
             return
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(batches_consumed=batches_consumed),
-            "rng": ckpt.rng_state(),
-        }
+        state = ckpt.loop_state(self.step, self.optimizer, self.scheduler, self.scaler, self.sampler, batches_consumed)
+        state["rng"] = ckpt.rng_state()
         ckpt.save_checkpoint(self.run_dir, self.step, self.model, state, to_yaml(self.cfg))
         ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.best.step)
 
