@@ -8,7 +8,9 @@ its seed alone, whatever else is in the batch.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,24 @@ from diffusers import StableDiffusionControlNetPipeline
 
 from .attention import HAND_BIAS_TARGETS, HandTokenContext, install_hand_bias, remove_hand_bias
 from .condition import condition_from_samples, to_control_tensor
+
+# Loggers that warn on every prompt longer than the text encoder's 77 tokens. The pipeline
+# truncates knowingly (hand columns are computed on the truncated tokens), so they are quiet
+# during `generate`.
+_TRUNCATION_LOGGERS = ("diffusers.pipelines.controlnet.pipeline_controlnet", "transformers.tokenization_utils_base")
+
+
+@contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @dataclass
@@ -84,7 +104,7 @@ class SesaHandPipeline(StableDiffusionControlNetPipeline):
             condition = condition_from_samples(hand_model, list(samples), (side, side), condition_style)["image"]
         columns = self.hand_columns(texts)
         generators = [torch.Generator(self._execution_device).manual_seed(int(s)) for s in seeds]
-        with self.hand_context.use(columns, self.tokenizer.model_max_length):
+        with self.hand_context.use(columns, self.tokenizer.model_max_length), _quiet(_TRUNCATION_LOGGERS):
             images = self(
                 prompt=texts,
                 image=to_control_tensor(condition.float()),

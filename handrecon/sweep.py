@@ -1,0 +1,154 @@
+"""Mix-ratio studies: train the same experiment at several synthetic ratios and seeds, evaluate
+each on a test split, collect rows in results.csv and plot metric vs ratio.
+
+Every run has the same steps (`train.max_steps` is required) and the same seed per row of the
+study, so rows differ only in the share of synthetic samples per batch. A finished run (its
+`test_metrics.json` exists) is not trained again: a study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.loader import SourceConfig
+from .engine.config import Experiment
+from .errors import UserError
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+@dataclass
+class TestSplit:
+    dataset: str = "procedural"  # ih26m | procedural | reih | hic
+    root: str = ""
+    split: str = "test"
+
+
+@dataclass
+class Sweep:
+    out: str = "runs/sweep"
+    experiment: Experiment = field(default_factory=Experiment)  # the base run; train.max_steps must be set
+    synth: SourceConfig = field(default_factory=lambda: SourceConfig(kind="shards", root="", split=""))
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    test: TestSplit = field(default_factory=TestSplit)
+    metric: str = "interwild/mpvpe_all_wrist_mm"  # plotted and used for the table's order
+    bootstrap: int = 500  # resamples for the 95% intervals
+
+    def __post_init__(self) -> None:
+        if any(not 0 <= r < 1 for r in self.ratios):
+            raise ValueError(f"ratios are synthetic shares in [0, 1), got {self.ratios}")
+
+
+def run_config(sweep: Sweep, ratio: float, seed: int) -> Experiment:
+    """The experiment of one (ratio, seed) cell."""
+    cfg = copy.deepcopy(sweep.experiment)
+    if cfg.train.max_steps is None:
+        raise UserError("a sweep compares runs of equal length: set experiment.train.max_steps")
+    cfg.out = str(Path(sweep.out) / f"ratio{ratio:.2f}_seed{seed}")
+    cfg.train.seed, cfg.data.seed = seed, seed
+    cfg.data.epoch_source = "real"
+    if ratio > 0:
+        if not sweep.synth.root:
+            raise UserError("set synth.root (a shard cache) for ratios above 0")
+        cfg.data.synth = copy.deepcopy(sweep.synth)
+        cfg.data.ratios = {"real": 1.0 - ratio, "synth": ratio}
+    else:
+        cfg.data.synth, cfg.data.ratios = None, {"real": 1.0}
+    return cfg
+
+
+def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) -> dict:
+    """Metrics (and 95% intervals) of a finished run's last checkpoint on the test split."""
+    from . import metrics
+    from .data.readers import create_reader
+    from .engine import checkpoint as ckpt
+    from .engine.distributed import pick_device
+    from .engine.predict import predict_dataset
+    from .evaluation import DATASETS, load_ground_truth
+    from .hand_model.mano import HandModel
+    from .models import build_model
+
+    hand_model = HandModel(cfg.mano_dir)
+    reader_name, rules = DATASETS[test.dataset]
+    model = build_model(cfg.model, hand_model)
+    ckpt.load_weights(model, ckpt.latest_checkpoint(cfg.out))
+    device = pick_device(cfg.train.device)
+    pred = predict_dataset(model.to(device), create_reader(reader_name, test.root, test.split, hand_model), device=device, progress=False)
+    gt = load_ground_truth(create_reader(reader_name, test.root, test.split, hand_model, load_images=False))
+    result = metrics.evaluate(pred, gt.as_dict(), dataset=rules, hand_model=hand_model)
+    ci = metrics.bootstrap_ci(result, n=bootstrap, seed=seed) if bootstrap else {}
+    return {"metrics": result.summary, "ci95": {k: list(v) for k, v in ci.items()}, "num_samples": len(gt.sample_ids)}
+
+
+def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
+    """Train and evaluate every (ratio, seed); returns the rows also written to results.csv."""
+    from .engine import Trainer
+
+    rows = []
+    for seed in sweep.seeds:
+        for ratio in sweep.ratios:
+            cfg = run_config(sweep, ratio, seed)
+            done = Path(cfg.out) / "test_metrics.json"
+            if not done.is_file():
+                resume = (Path(cfg.out) / "checkpoints").is_dir()
+                trainer = Trainer(cfg, resume=resume, progress=progress)
+                try:
+                    trainer.fit()
+                finally:
+                    trainer.close()
+                atomic_write_json(done, evaluate_run(cfg, sweep.test, sweep.bootstrap, seed), indent=1)
+            record = json.loads(done.read_text())
+            row = {"ratio": ratio, "seed": seed, "run": cfg.out, "num_samples": record["num_samples"]}
+            for key, value in record["metrics"].items():
+                row[key] = value
+                lo, hi = record["ci95"].get(key, (np.nan, np.nan))
+                row[f"{key}/ci_lo"], row[f"{key}/ci_hi"] = lo, hi
+            rows.append(row)
+    write_results(Path(sweep.out) / "results.csv", rows)
+    plot_metric(rows, sweep.metric, Path(sweep.out) / "metric_vs_ratio.png")
+    return rows
+
+
+def write_results(path: Path, rows: list[dict]) -> Path:
+    """results.csv with one row per (ratio, seed); rows of earlier studies in the file are kept
+    unless the same (ratio, seed, run) is written again."""
+    old, new = [], {(r["ratio"], r["seed"], r["run"]) for r in rows}
+    if path.is_file():
+        with open(path, newline="") as fh:
+            old = [r for r in csv.DictReader(fh) if (float(r["ratio"]), int(r["seed"]), r["run"]) not in new]
+    fields = list(dict.fromkeys([k for r in rows for k in r] + [k for r in old for k in r]))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(old + rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_metric(rows: list[dict], metric: str, path: Path) -> Path:
+    """Metric vs ratio: one line per seed with its bootstrap band, and the mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for seed in sorted({r["seed"] for r in rows}):
+        mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["ratio"])
+        x = [r["ratio"] for r in mine]
+        ax.plot(x, [r[metric] for r in mine], marker="o", label=f"seed {seed}")
+        ax.fill_between(x, [r[f"{metric}/ci_lo"] for r in mine], [r[f"{metric}/ci_hi"] for r in mine], alpha=0.2)
+    ax.set_xlabel("synthetic share of each batch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

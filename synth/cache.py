@@ -1,0 +1,258 @@
+"""Caching generations ahead of training: a planned, sharded, resumable, multi-rank job.
+
+1. **Plan.** `manifest.json` fixes every sample up front: the label sample it is drawn from (an
+   index into a source dataset, chosen by the job seed), its prompt (prompt cache or the rules
+   chain) and its generation seed, plus the hash of the generator (config and ControlNet
+   weights) and of the job config. A folder whose manifest has other hashes is refused.
+2. **Shards.** Shard j holds samples [j*S, (j+1)*S); rank r of K generates the shards with
+   j % K == r. A shard is written under a temporary name and renamed when complete, then its
+   done marker `shard-XXXXXX.done.json` (its stats) is written; a rerun skips shards with a
+   marker, so a killed job redoes only unfinished shards and finished ones keep their bytes.
+3. **Index.** When every shard is done, `index.json` gives random access (`ShardSource`).
+
+Labels are the crop of the source sample at the generation resolution (`crop_to_input` with
+`crop_margin`), i.e. exactly the camera and MANO parameters the condition was rendered from.
+An optional quality filter (a registry) drops samples; the rejections are counted in the stats.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from handrecon.config import config_to_dict
+from handrecon.data.augment import crop_to_input
+from handrecon.data.loader import SourceConfig, build_source
+from handrecon.data.shards import build_index, encode_image, labels_from_sample, write_shard
+from handrecon.errors import UserError
+from handrecon.hand_model.mano import HandModel
+from handrecon.io import atomic_write_json
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class FilterConfig:
+    name: str = "none"  # none | mask_edges
+    threshold: float = 1.2  # mask_edges: image-gradient ratio on the hand outline vs elsewhere
+
+
+@dataclass
+class CacheJob:
+    out: str = "runs/synth_cache"
+    num: int = 256  # samples planned
+    shard_size: int = 32
+    seed: int = 0
+    mano_dir: str = ""
+    labels: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="train"))  # label source
+    dataset: str = ""  # the label dataset's name in rules prompts (procedural, ih26m, ...); default: labels.kind
+    prompts: str = ""  # a prompt cache .jsonl keyed by the label samples' ids; empty: the rules chain
+    base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder
+    controlnet: str | None = None  # a trained ControlNet folder (e.g. RUN/checkpoints/step_XXXXXXXX/controlnet)
+    crop_margin: float = 2.5
+    hand_bias: float = 2.0
+    hand_bias_targets: str = "both"
+    inference_steps: int = 20
+    guidance_scale: float = 7.5
+    batch_size: int = 8  # images per pipeline call
+    device: str = "auto"
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+# ---------------------------------------------------------------------------------- filters
+def _mask_edges(image: np.ndarray, condition: np.ndarray, threshold: float) -> tuple[bool, float]:
+    """Is the rendered hand outline visible in the image? The mean image-gradient magnitude on
+    the outline of the condition's hand mask over the mean elsewhere."""
+    gray = image.astype(np.float32).mean(-1)
+    grad = np.hypot(*np.gradient(gray))
+    mask = condition.max(-1) > 0
+    outline = mask ^ np.pad(mask, 1, mode="edge")[2:, 1:-1] | mask ^ np.pad(mask, 1, mode="edge")[1:-1, 2:]
+    if not outline.any() or outline.all():
+        return True, float("nan")
+    score = float(grad[outline].mean() / max(grad[~outline].mean(), 1e-6))
+    return score >= threshold, score
+
+
+FILTERS: dict[str, Callable[[np.ndarray, np.ndarray, float], tuple[bool, float]] | None] = {"none": None, "mask_edges": _mask_edges}
+
+
+# ---------------------------------------------------------------------------------- plan
+def generator_hash(job: CacheJob) -> str:
+    """What decides the generated pixels: base, ControlNet weights, sampling settings."""
+    digest = hashlib.sha256()
+    keys = ("base", "controlnet", "crop_margin", "hand_bias", "hand_bias_targets", "inference_steps", "guidance_scale")
+    digest.update(json.dumps({k: getattr(job, k) for k in keys}, sort_keys=True).encode())
+    if job.controlnet:
+        for file in sorted(Path(job.controlnet).glob("*")):
+            if file.is_file():
+                digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _job_hash(job: CacheJob) -> str:
+    """Every setting except where and how fast it runs (out, device, batch_size)."""
+    data = {k: v for k, v in config_to_dict(job).items() if k not in ("out", "device", "batch_size")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan(job: CacheJob, hand_model: HandModel) -> dict:
+    """The manifest (see the module docstring); pure function of the job and its inputs."""
+    source = build_source(job.labels, hand_model, load_images=False)
+    rng = np.random.default_rng(job.seed)
+    picks = rng.integers(0, len(source), size=job.num)
+    seeds = rng.integers(0, 2**31 - 1, size=job.num)
+    ids = [str(source.get_meta(int(i))["sample_id"]) for i in picks]
+    if job.prompts:
+        from .semantics.cache import load_prompts
+
+        records = load_prompts(job.prompts)
+        missing = sorted({s for s in ids if s not in records})
+        if missing:
+            raise UserError(f"{job.prompts} has no prompt for label samples {missing[:5]}; run tools/semantics.py over {job.labels.root}")
+        prompts = [records[s]["prompt"] for s in ids]
+    else:
+        from .semantics.chain import SemanticsChain, SemanticsConfig
+
+        chain = SemanticsChain(SemanticsConfig(tagger="none"), hand_model)
+        tag = job.dataset or job.labels.kind
+        prompts = [r["prompt"] for r in chain([{**source[int(i)], "source": tag} for i in picks])]
+    return {
+        "version": 1,
+        "job_hash": _job_hash(job),
+        "generator_hash": generator_hash(job),
+        "num": job.num,
+        "shard_size": job.shard_size,
+        "samples": [
+            {"key": f"{k:08d}", "source_index": int(i), "source_id": s, "seed": int(seed), "prompt": p}
+            for k, (i, s, seed, p) in enumerate(zip(picks, ids, seeds, prompts))
+        ],
+    }
+
+
+def load_or_plan(job: CacheJob, hand_model: HandModel, is_main: bool, barrier: Callable[[], None]) -> dict:
+    """The folder's manifest, written by rank 0 on the first run; a different job is refused."""
+    out = Path(job.out)
+    path = out / MANIFEST
+    if is_main and not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, plan(job, hand_model))
+    barrier()
+    manifest = json.loads(path.read_text())
+    expected = (_job_hash(job), generator_hash(job))
+    if (manifest["job_hash"], manifest["generator_hash"]) != expected:
+        raise UserError(
+            f"{out} was cached with another job or generator (job {manifest['job_hash']}, generator {manifest['generator_hash']}; "
+            f"this run: job {expected[0]}, generator {expected[1]}); use another --out"
+        )
+    return manifest
+
+
+def shard_path(out: Path, j: int) -> Path:
+    return out / f"shard-{j:06d}.tar"
+
+
+def done_path(out: Path, j: int) -> Path:
+    return out / f"shard-{j:06d}.done.json"
+
+
+# ---------------------------------------------------------------------------------- generate
+class CacheWriter:
+    """Generates and writes the shards of one rank."""
+
+    def __init__(self, job: CacheJob, hand_model: HandModel, device: torch.device):
+        from .models.components import load_components
+        from .pipeline import SesaHandPipeline
+
+        self.job, self.hand_model, self.device = job, hand_model, device
+        parts = load_components(job.base, job.controlnet, job.seed)
+        from diffusers import DDIMScheduler
+
+        parts.scheduler = DDIMScheduler.from_config(parts.scheduler.config)
+        self.resolution = parts.resolution
+        self.pipe = SesaHandPipeline(**parts.as_dict()).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.set_hand_bias(job.hand_bias, job.hand_bias_targets)
+        self.source = build_source(job.labels, hand_model)
+        self.filter = FILTERS[job.filter.name]
+
+    def shard(self, manifest: dict, j: int) -> dict:
+        """Generate shard j and write it and its done marker; returns its stats."""
+        job, out = self.job, Path(self.job.out)
+        rows = manifest["samples"][j * job.shard_size : (j + 1) * job.shard_size]
+        start, records, rejected, scores = time.perf_counter(), [], 0, []
+        size = (self.resolution, self.resolution)
+        for b in range(0, len(rows), job.batch_size):
+            batch = rows[b : b + job.batch_size]
+            crops = [crop_to_input(self.source[r["source_index"]], size, job.crop_margin) for r in batch]
+            gen = self.pipe.generate([r["prompt"] for r in batch], [r["seed"] for r in batch], samples=crops, hand_model=self.hand_model,
+                                     num_inference_steps=job.inference_steps, guidance_scale=job.guidance_scale)  # fmt: skip
+            for row, crop, image, cond in zip(batch, crops, gen.images, gen.conditions):
+                if self.filter is not None:
+                    keep, score = self.filter(image, cond, job.filter.threshold)
+                    scores.append(score)
+                    if not keep:
+                        rejected += 1
+                        continue
+                labels = labels_from_sample(crop, prompt=row["prompt"], seed=row["seed"], generator=manifest["generator_hash"],
+                                            source_id=row["source_id"])  # fmt: skip
+                labels["sample_id"] = row["key"]
+                records.append((row["key"], encode_image(image, "JPEG"), encode_image(cond, "PNG"), labels))
+        write_shard(shard_path(out, j), records)
+        stats = {"shard": j, "planned": len(rows), "written": len(records), "rejected": rejected, "seconds": time.perf_counter() - start}
+        if scores:
+            stats["filter_scores"] = [round(s, 4) for s in scores]
+        atomic_write_json(done_path(out, j), stats)
+        return stats
+
+
+def run(job: CacheJob, progress: bool = True) -> dict:
+    """Plan (or reload) the job, generate this rank's unfinished shards, index when all are done."""
+    from handrecon.engine.distributed import barrier, init_distributed, pick_device
+
+    if job.filter.name not in FILTERS:
+        raise UserError(f"filter.name must be one of {sorted(FILTERS)}, got {job.filter.name!r}")
+    if not job.mano_dir:
+        raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    device = pick_device(job.device)
+    dist = init_distributed(device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    hand_model = HandModel(job.mano_dir)
+    manifest = load_or_plan(job, hand_model, dist.is_main, lambda: barrier(dist))
+    out = Path(job.out)
+    shards = -(-manifest["num"] // manifest["shard_size"])
+    mine = [j for j in range(shards) if j % dist.world_size == dist.rank and not done_path(out, j).is_file()]
+    writer = CacheWriter(job, hand_model, device) if mine else None
+    tb = None
+    if dist.is_main and mine:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(out / "tb")
+    done_before = sum(done_path(out, j).is_file() for j in range(shards))
+    with tqdm(total=len(mine) * job.shard_size, desc=f"cache rank {dist.rank}", unit="sample", disable=not progress) as bar:
+        for j in mine:
+            stats = writer.shard(manifest, j)
+            bar.update(stats["planned"])
+            if tb is not None:
+                tb.add_scalar("cache/samples_per_s", stats["planned"] / stats["seconds"], j)
+    if tb is not None:
+        tb.close()
+    barrier(dist)
+    summary = {"shards": shards, "done_before": done_before, "generated_by_this_rank": len(mine)}
+    if dist.is_main:
+        finished = [json.loads(done_path(out, j).read_text()) for j in range(shards) if done_path(out, j).is_file()]
+        if len(finished) == shards:
+            build_index(out)
+            summary.update(
+                written=sum(s["written"] for s in finished), rejected=sum(s["rejected"] for s in finished),
+                samples_per_s=sum(s["planned"] for s in finished) / max(sum(s["seconds"] for s in finished), 1e-9),
+            )  # fmt: skip
+    barrier(dist)
+    return summary

@@ -1,0 +1,49 @@
+"""Mix-ratio sweeps: equal-length runs per ratio, results.csv rows, resumption, the plot."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+from shard_utils import write_test_shards
+
+from handrecon.config import load_config
+from handrecon.data.readers import create_reader
+from handrecon.errors import UserError
+from handrecon.sweep import Sweep, run_config, run_sweep
+
+
+@pytest.fixture
+def sweep(tmp_path, mano_dir, procedural_root, hand_model):
+    reader = create_reader("ih26m", procedural_root, "val", hand_model)
+    shards = write_test_shards([reader[i] for i in range(len(reader))], tmp_path / "shards", per_shard=4)
+    return load_config(Sweep, None, [
+        f"out={tmp_path / 'sweep'}", "ratios=[0.0, 0.5]", "seeds=[3]", "bootstrap=50", f"synth.root={shards}",
+        f"test.root={procedural_root}", f"experiment.mano_dir={mano_dir}", "experiment.model.name=dir_tiny",
+        f"experiment.data.real={{kind: ih26m, root: {procedural_root}, split: train}}", "experiment.data.batch_size=8",
+        "experiment.data.num_workers=0", "experiment.train.max_steps=2", "experiment.train.device=cpu",
+    ])  # fmt: skip
+
+
+def test_cells_differ_only_in_the_synthetic_share(sweep):
+    zero, half = run_config(sweep, 0.0, 3), run_config(sweep, 0.5, 3)
+    assert zero.data.synth is None and zero.data.ratios == {"real": 1.0}
+    assert half.data.synth.kind == "shards" and half.data.ratios == {"real": 0.5, "synth": 0.5}
+    assert zero.train.max_steps == half.train.max_steps == 2 and zero.train.seed == half.train.seed == 3
+    sweep.experiment.train.max_steps = None
+    with pytest.raises(UserError, match="set experiment.train.max_steps"):
+        run_config(sweep, 0.0, 3)
+
+
+def test_sweep_writes_rows_and_plot_and_resumes(sweep, tmp_path):
+    rows = run_sweep(sweep, progress=False)
+    assert [(r["ratio"], r["seed"]) for r in rows] == [(0.0, 3), (0.5, 3)]
+    for r in rows:
+        assert r["interwild/mpvpe_all_wrist_mm/ci_lo"] <= r["interwild/mpvpe_all_wrist_mm"] <= r["interwild/mpvpe_all_wrist_mm/ci_hi"]
+    with open(tmp_path / "sweep" / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(float(t["ratio"]), int(t["seed"])) for t in table] == [(0.0, 3), (0.5, 3)]
+    assert (tmp_path / "sweep" / "metric_vs_ratio.png").stat().st_size > 1000
+    stamp = (tmp_path / "sweep" / "ratio0.50_seed3" / "test_metrics.json").stat().st_mtime_ns
+    again = run_sweep(sweep, progress=False)  # finished cells are not trained again
+    assert again == rows
+    assert (tmp_path / "sweep" / "ratio0.50_seed3" / "test_metrics.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,98 @@
+"""The cache job (plan, shards, resume across ranks, refusal), its filter, and live generation."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handrecon.data.augment import crop_to_input
+from handrecon.data.readers import create_reader
+from handrecon.data.shards import ShardSource
+from handrecon.errors import UserError
+from synth.cache import CacheJob, _mask_edges, done_path, load_or_plan, shard_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(out, mano_dir, root, *extra):
+    # --set rather than --out / --num: torchrun's own parser reads abbreviations of its options (--num -> --numa-binding)
+    return ["--set", f"out={out}", "num=8", f"mano_dir={mano_dir}", f"labels.root={root}", "dataset=procedural", "shard_size=2",
+            "batch_size=2", "inference_steps=1", "device=cpu", *extra]  # fmt: skip
+
+
+def _cache(args, ranks):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else [sys.executable]
+    return subprocess.run([*launcher, str(REPO / "tools" / "synth_cache.py"), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_dir, procedural_root, hand_model):
+    out = tmp_path / "cache"
+    done = _cache(_args(out, mano_dir, procedural_root), ranks=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    keys = [s["key"] for s in manifest["samples"]]
+    assert len(keys) == 8 and len(list(out.glob("shard-*.tar"))) == 4
+    # a job killed mid-way: shards 1 and 3 unfinished (3 without its tar, 1 with a stale temp file), no index yet
+    before = {j: shard_path(out, j).read_bytes() for j in (0, 2)}
+    markers = {j: done_path(out, j).read_bytes() for j in (0, 2)}
+    for j in (1, 3):
+        done_path(out, j).unlink()
+    shard_path(out, 3).unlink()
+    (out / "shard-000001.tar.tmp").write_bytes(b"partial")
+    (out / "index.json").unlink()
+    again = _cache(_args(out, mano_dir, procedural_root), ranks=2)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout[again.stdout.index("{") :])["done_before"] == 2
+    assert all(shard_path(out, j).read_bytes() == before[j] and done_path(out, j).read_bytes() == markers[j] for j in (0, 2))
+    source = ShardSource(out, hand_model)
+    assert sorted(source.ids) == keys  # every planned sample exactly once
+    # labels are the crop of the planned source sample at the generation size
+    reader = create_reader("ih26m", procedural_root, "train", hand_model, load_images=False)
+    row = manifest["samples"][5]
+    sample = source[source.ids.index(row["key"])]
+    crop = crop_to_input(reader[row["source_index"]], (64, 64), 2.5)
+    for key in ("mano_pose", "mano_transl", "focal", "princpt", "joints2d"):
+        np.testing.assert_allclose(sample[key], crop[key], rtol=1e-5, atol=1e-5)
+    assert sample["image"].shape == (64, 64, 3)
+    assert source.labels(0)["generator"] == manifest["generator_hash"]
+
+
+def test_a_folder_refuses_another_job(tmp_path, mano_dir, procedural_root, hand_model):
+    job = CacheJob(out=str(tmp_path), num=4, mano_dir=str(mano_dir), dataset="procedural")
+    job.labels.root = str(procedural_root)
+    first = load_or_plan(job, hand_model, True, lambda: None)
+    assert load_or_plan(job, hand_model, True, lambda: None) == first  # same job: the same plan
+    job.seed = 1
+    with pytest.raises(UserError, match="cached with another job or generator"):
+        load_or_plan(job, hand_model, True, lambda: None)
+
+
+def test_mask_edge_filter_keeps_images_showing_the_outline():
+    cond = np.zeros((32, 32, 3), np.uint8)
+    cond[8:24, 8:24] = 200
+    drawn = np.full((32, 32, 3), 90, np.uint8)
+    drawn[8:24, 8:24] = 250  # the hand region stands out: strong gradient on the outline
+    keep, score = _mask_edges(drawn, cond, 1.2)
+    assert keep and score > 5
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    keep, score = _mask_edges(noise, cond, 1.2)
+    assert not keep and 0.7 < score < 1.2
+
+
+def test_live_source_generates_labelled_samples(mano_dir, procedural_root):
+    from synth.live import live_source
+
+    job = CacheJob(mano_dir=str(mano_dir), dataset="procedural", inference_steps=1, device="cpu")
+    job.labels.root = str(procedural_root)
+    with live_source(job, length=4, timeout=300) as source:
+        samples = [source[i] for i in range(2)]
+    assert source.stats()["taken"] == 2
+    for s in samples:
+        assert s["source"] == "live" and s["image"].shape == (64, 64, 3) and s["image"].dtype == np.uint8
+        assert tuple(s["image_size"]) == (64, 64) and s["mano_valid"].any() and s["prompt"]
