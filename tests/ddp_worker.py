@@ -1,4 +1,7 @@
-"""Run under torchrun by test_trainer: trains, then writes this rank's weights and sample ids."""
+"""Run under torchrun by the trainer tests: trains, then writes this rank's weights and sample ids.
+
+    ddp_worker.py regressor|generator CONFIG
+"""
 from __future__ import annotations
 
 import json
@@ -8,28 +11,42 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from handrecon.config import load_config
-from handrecon.engine import Experiment, Trainer
 
 
-def main(config: str) -> None:
-    cfg = load_config(Experiment, config)
-    trainer = Trainer(cfg, progress=False)
+def _trainer(kind: str, config: str):
+    if kind == "regressor":
+        from handrecon.engine import Experiment, Trainer
+
+        trainer = Trainer(load_config(Experiment, config), progress=False)
+        return trainer, trainer.model
+    from synth.train import GeneratorExperiment, GeneratorTrainer
+
+    trainer = GeneratorTrainer(load_config(GeneratorExperiment, config), progress=False)
+    return trainer, trainer.controlnet
+
+
+def main(kind: str, config: str) -> None:
+    trainer, model = _trainer(kind, config)
     seen: list[str] = []
-    forward_backward = trainer._forward_backward
+    loader = trainer.loader
 
-    def recording(batch, sync):
-        seen.extend(batch["sample_id"])
-        return forward_backward(batch, sync)
+    class Recording:
+        """The trainer's loader, noting the sample ids of every batch it hands out."""
 
-    trainer._forward_backward = recording
+        def __iter__(self):
+            for batch in loader:
+                seen.extend(batch["sample_id"])
+                yield batch
+
+    trainer.loader = Recording()
     trainer.fit()
     rank = trainer.dist.rank
-    out = Path(cfg.out)
+    out = Path(trainer.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
     (out / f"rank{rank}.json").write_text(json.dumps({"samples": seen, "world_size": trainer.dist.world_size}))
     trainer.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -86,3 +86,30 @@ def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root,
     assert (run_a / "images" / "step_00000004.png").is_file()
     with pytest.raises(Exception, match="already holds checkpoints"):
         GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={run_a}"]), progress=False)
+
+
+def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, procedural_root, mano_dir):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from handrecon.config import save_config
+
+    run = tmp_path / "run"
+    cfg = load_config(GeneratorExperiment, None, [
+        f"out={run}", f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
+        "train.max_steps=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1", "train.device=cpu",
+        "optim.lr=1e-3",
+    ])  # fmt: skip
+    save_config(cfg, tmp_path / "config.yaml")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(repo / "tests" / "ddp_worker.py")]
+    done = subprocess.run([*cmd, "generator", str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [load_file(str(run / f"rank{r}.safetensors")) for r in (0, 1)]
+    saved = load_file(str(ckpt.step_dir(run, 2) / "controlnet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) and torch.equal(ranks[0][k], saved[k]) for k in saved)
+    seen = [set(json.loads((run / f"rank{r}.json").read_text())["samples"]) for r in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]

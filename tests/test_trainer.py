@@ -236,7 +236,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedur
     save_config(cfg, tmp_path / "config.yaml")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_worker.py")]
-    done = subprocess.run([*cmd, str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, "regressor", str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [load_file(str(Path(cfg.out) / f"rank{r}.safetensors")) for r in (0, 1)]
     saved = _weights(cfg.out)
