@@ -214,7 +214,7 @@ class CacheWriter:
 
 def run(job: CacheJob, progress: bool = True) -> dict:
     """Plan (or reload) the job, generate this rank's unfinished shards, index when all are done."""
-    from handrecon.engine.distributed import barrier, init_distributed, pick_device
+    from handrecon.engine.distributed import barrier, init_distributed, pick_device, shutdown_distributed
 
     if job.filter.name not in FILTERS:
         raise UserError(f"filter.name must be one of {sorted(FILTERS)}, got {job.filter.name!r}")
@@ -255,4 +255,5 @@ def run(job: CacheJob, progress: bool = True) -> dict:
                 samples_per_s=sum(s["planned"] for s in finished) / max(sum(s["seconds"] for s in finished), 1e-9),
             )  # fmt: skip
     barrier(dist)
+    shutdown_distributed()
     return summary
