@@ -254,10 +254,15 @@ def pooled_attention_probs(
     chunk = max(1, min(N, max_elements // max(1, B * H * N)))
     key_t = key.transpose(-1, -2)
 
-    def rows(q_chunk: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
-        c = q_chunk.shape[2]
-        probs = torch.softmax(q_chunk @ k_t * scale, dim=-1, dtype=torch.float32).mean(1)  # (B, c, N)
+    def pool_keys(probs: torch.Tensor) -> torch.Tensor:  # (B, c, N) -> (B, c, R)
+        c = probs.shape[1]
+        if h % out_grid[0] == 0 and w % out_grid[1] == 0:  # whole cells: a reshape, cheaper than adaptive pooling
+            return probs.reshape(B, c, out_grid[0], h // out_grid[0], out_grid[1], w // out_grid[1]).amax((3, 5)).reshape(B, c, R)
         return F.adaptive_max_pool2d(probs.reshape(B * c, 1, h, w), out_grid).reshape(B, c, R)
+
+    def rows(q_chunk: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
+        # the scale goes on q (c x d values), not on the c x N logits
+        return pool_keys(torch.softmax((q_chunk * scale) @ k_t, dim=-1, dtype=torch.float32).mean(1))
 
     parts = []
     for start in range(0, N, chunk):
