@@ -368,3 +368,59 @@ def test_view_and_arrangement_from_geometry(hand_model):
     boxes = np.array([[0, 0, 10, 10], [50, 0, 60, 10]], float)
     assert classifier.arrangement(*mirrored(right[:, 0].max() + 0.1), boxes) == "apart"
     assert classifier.arrangement(*mirrored(right[:, 0].max() + 0.002), boxes) == "touching"
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    """A random LLaVA (1-layer CLIP vision tower + 1-layer Llama) with its processor, saved like a real model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    folder = tmp_path_factory.mktemp("tiny_vlm")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    bpe.train_from_iterator([resources.text("captioner.txt"), "user assistant hands"], trainers.BpeTrainer(vocab_size=200, special_tokens=specials))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                        additional_special_tokens=["<image>"])  # fmt: skip
+    template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}"
+        "{{ c['text'] }}{% endif %}{% endfor %}</s>{% endfor %}{% if add_generation_prompt %}<s>assistant: {% endif %}"
+    )
+    images = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    # 16 px, 8 px patches: 4 patch tokens + the class token per image
+    LlavaProcessor(image_processor=images, tokenizer=tokenizer, chat_template=template, patch_size=8, vision_feature_select_strategy="full",
+                   num_additional_image_tokens=1).save_pretrained(folder)  # fmt: skip
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, eos_token_id=2, bos_token_id=1, pad_token_id=3),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full", vision_feature_layer=-1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_backend_captions_images_with_a_local_vlm(tiny_vlm, samples, hand_model):
+    backend = TransformersBackend(TransformersConfig(vlm_dir=str(tiny_vlm), max_new_tokens=6, batch_size=2, device="cpu"))
+    images = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(3)]
+    captions = backend.describe(images, resources.text("captioner.txt"))
+    assert len(captions) == 3 and all(isinstance(c, str) and c for c in captions)
+    assert backend.describe(images[2:], resources.text("captioner.txt")) == captions[2:]  # a batch of one: the same caption
+    # the chain with a model captioner reads the image and records the path
+    from synth.semantics.chain import Captioner
+
+    out = Captioner(backend, hand_model)([{**samples[0], "image": images[0]}])
+    assert out == [(captions[0], "model")]
+    with pytest.raises(UserError, match="needs images"):
+        Captioner(backend, hand_model)([samples[0]])
