@@ -54,8 +54,10 @@ class CacheJob:
     labels: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="train"))  # label source
     dataset: str = ""  # the label dataset's name in rules prompts (procedural, ih26m, ...); default: labels.kind
     prompts: str = ""  # a prompt cache .jsonl keyed by the label samples' ids; empty: the rules chain
+    prompt_field: str = field(default="prompt", metadata={"choices": ("prompt", "caption")})  # caption: the raw captioner text (ablation)
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder
     controlnet: str | None = None  # a trained ControlNet folder (e.g. RUN/checkpoints/step_XXXXXXXX/controlnet)
+    structural_fusion: bool = True
     crop_margin: float = 2.5
     hand_bias: float = 2.0
     hand_bias_targets: str = "both"
@@ -87,7 +89,7 @@ FILTERS: dict[str, Callable[[np.ndarray, np.ndarray, float], tuple[bool, float]]
 def generator_hash(job: CacheJob) -> str:
     """What decides the generated pixels: base, ControlNet weights, sampling settings."""
     digest = hashlib.sha256()
-    keys = ("base", "controlnet", "crop_margin", "hand_bias", "hand_bias_targets", "inference_steps", "guidance_scale")
+    keys = ("base", "controlnet", "structural_fusion", "crop_margin", "hand_bias", "hand_bias_targets", "inference_steps", "guidance_scale")
     digest.update(json.dumps({k: getattr(job, k) for k in keys}, sort_keys=True).encode())
     if job.controlnet:
         for file in sorted(Path(job.controlnet).glob("*")):
@@ -116,13 +118,13 @@ def plan(job: CacheJob, hand_model: HandModel) -> dict:
         missing = sorted({s for s in ids if s not in records})
         if missing:
             raise UserError(f"{job.prompts} has no prompt for label samples {missing[:5]}; run tools/semantics.py over {job.labels.root}")
-        prompts = [records[s]["prompt"] for s in ids]
+        prompts = [records[s][job.prompt_field] for s in ids]
     else:
         from .semantics.chain import SemanticsChain, SemanticsConfig
 
         chain = SemanticsChain(SemanticsConfig(tagger="none"), hand_model)
         tag = job.dataset or job.labels.kind
-        prompts = [r["prompt"] for r in chain([{**source[int(i)], "source": tag} for i in picks])]
+        prompts = [r[job.prompt_field] for r in chain([{**source[int(i)], "source": tag} for i in picks])]
     return {
         "version": 1,
         "job_hash": _job_hash(job),
@@ -171,7 +173,7 @@ class CacheWriter:
         from .pipeline import SesaHandPipeline
 
         self.job, self.hand_model, self.device = job, hand_model, device
-        parts = load_components(job.base, job.controlnet, job.seed)
+        parts = load_components(job.base, job.controlnet, job.seed, structural_fusion=job.structural_fusion)
         from diffusers import DDIMScheduler
 
         parts.scheduler = DDIMScheduler.from_config(parts.scheduler.config)
