@@ -17,6 +17,7 @@ consistency (does a regressor read the label back from the generated image).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from handrecon.errors import UserError
+from handrecon.io import atomic_write_bytes
 
 FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SIZE = 299
@@ -122,17 +124,13 @@ class FeatureCache:
         out, batch = [], []
         with torch.no_grad():
             for image in images:
-                batch.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+                batch.append(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))  # a writable copy
                 if len(batch) == self.batch_size:
                     out.append(self._model(torch.stack(batch).to(self.device)).double().cpu().numpy())
                     batch = []
             if batch:
                 out.append(self._model(torch.stack(batch).to(self.device)).double().cpu().numpy())
         feats = np.concatenate(out) if out else np.zeros((0, 2048))
-        import io
-
-        from handrecon.io import atomic_write_bytes
-
         buf = io.BytesIO()
         np.save(buf, feats)
         atomic_write_bytes(path, buf.getvalue())
