@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 # dataset name -> (reader name, MRRPE sample-selection policy of its protocol)
 DATASETS = {
@@ -225,7 +225,4 @@ def save_overlays(
             ax.set_axis_off()
             ax.set_title(("gt " if row == 0 else "pred ") + title, fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_figure(path, fig, dpi=100)

@@ -44,3 +44,13 @@ def atomic_save_image(path: str | os.PathLike, image: np.ndarray, **save_kwargs:
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}[Path(path).suffix.lower()]
     Image.fromarray(image).save(buf, format=fmt, **save_kwargs)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_figure(path: str | os.PathLike, fig, dpi: int = 100) -> Path:
+    """A matplotlib figure as PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

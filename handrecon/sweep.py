@@ -19,7 +19,7 @@ import numpy as np
 from .data.loader import SourceConfig
 from .engine.config import Experiment
 from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -148,7 +148,4 @@ def plot_metric(rows: list[dict], metric: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_figure(path, fig, dpi=110)

@@ -9,13 +9,12 @@ folder, so an interrupted ablation resumes and finished rows are not generated a
 from __future__ import annotations
 
 import copy
-import io
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handrecon.io import atomic_write_bytes, atomic_write_text
+from handrecon.io import atomic_save_figure, atomic_write_text
 
 from .cache import CacheJob, run
 from .generation_eval import GenerationEval, evaluate_generation
@@ -78,7 +77,4 @@ def _plot(results: list[dict], keys: list[str], path: Path) -> Path:
         ax.set_title(key, fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_figure(path, fig, dpi=100)

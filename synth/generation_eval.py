@@ -14,7 +14,7 @@ from handrecon.data.loader import SourceConfig, build_source
 from handrecon.errors import UserError
 from handrecon.evaluation import code_version, file_sha256, format_table, write_metrics_json
 from handrecon.hand_model.mano import HandModel
-from handrecon.io import atomic_write_bytes, atomic_write_text
+from handrecon.io import atomic_save_figure, atomic_write_text
 
 from .detectors import DetectorConfig, build_detector
 from .genmetrics import FeatureCache, fid, hand_crop, kid, label_consistency
@@ -62,10 +62,7 @@ def _grid(path: Path, source, order: dict[str, list[int]], titles: dict[str, lis
                 ax.imshow(source[order[name][c]]["image"])
                 ax.set_title(f"{name}: {titles[name][c]}", fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save_figure(path, fig, dpi=100)
 
 
 def evaluate_generation(cfg: GenerationEval) -> dict:

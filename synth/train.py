@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from handrecon.config import save_config, to_yaml
+from handrecon.config import to_yaml
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
 from handrecon.engine.distributed import barrier, mean_over_ranks, shutdown_distributed
 from handrecon.engine.optim import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
 from handrecon.engine.predict import autocast
-from handrecon.engine.trainer import start_run
+from handrecon.engine.trainer import open_run, start_run
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
@@ -204,14 +204,7 @@ class GeneratorTrainer:
         self.net = self.controlnet
         if self.dist.enabled:
             self.net = DistributedDataParallel(self.controlnet, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.writer = None
-        if self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                save_config(cfg, self.run_dir / "config.yaml")
-            self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.step or None)
+        self.writer = open_run(self.run_dir, cfg, resume, self.step, self.dist)
 
     def _restore(self, path: Path) -> None:
         from .models import FusionControlNetModel

@@ -79,6 +79,19 @@ def start_run(run_dir: Path, device: str, amp: str, mano_dir: str, resume: bool)
     return device_, dist
 
 
+def open_run(run_dir: Path, cfg, resume: bool, step: int, dist: DistInfo):
+    """On rank 0: the run folder, its config.yaml (fresh runs) and a TensorBoard writer that drops
+    events logged after `step` by an interrupted run; None on the other ranks."""
+    if not dist.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_config(cfg, run_dir / "config.yaml")
+    return SummaryWriter(run_dir / "tb", purge_step=step or None)
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -128,14 +141,7 @@ class Trainer:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.writer = None
-        if self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                save_config(cfg, self.run_dir / "config.yaml")
-            self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.step or None)
+        self.writer = open_run(self.run_dir, cfg, resume, self.step, self.dist)
         self._setup_validation()
         if self.dist.is_main:
             total = sum(p.numel() for p in self.model.parameters())
