@@ -158,36 +158,32 @@ class TransformersBackend:
         self.device, self.dtype = _torch_setup(cfg)
         self._llm = self._vlm = None
 
+    def _load(self, key: str, what: str, preprocessor_cls, model_cls):
+        """(tokenizer or processor, model on the device) from the folder `transformers.<key>`."""
+        folder = _local_folder(getattr(self.cfg, key), key, what)
+        try:
+            pre = preprocessor_cls.from_pretrained(folder, local_files_only=True)
+            model = model_cls.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load {what} from {folder}: {exc}") from None
+        tokenizer = getattr(pre, "tokenizer", pre)
+        tokenizer.padding_side = "left"  # generation continues the right end of every row
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return pre, model.to(self.device).eval()
+
     def _load_llm(self):
         if self._llm is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            folder = _local_folder(self.cfg.llm_dir, "llm_dir", "an instruction-tuned causal language model")
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load a causal language model from {folder}: {exc}") from None
-            tokenizer.padding_side = "left"  # generation continues the right end of every row
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._llm = tokenizer, model.to(self.device).eval()
+            self._llm = self._load("llm_dir", "an instruction-tuned causal language model", AutoTokenizer, AutoModelForCausalLM)
         return self._llm
 
     def _load_vlm(self):
         if self._vlm is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            folder = _local_folder(self.cfg.vlm_dir, "vlm_dir", "an image-text-to-text model and its processor")
-            try:
-                processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-                model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load an image-text-to-text model from {folder}: {exc}") from None
-            tokenizer = getattr(processor, "tokenizer", None)
-            if tokenizer is not None:
-                tokenizer.padding_side = "left"
-            self._vlm = processor, model.to(self.device).eval()
+            self._vlm = self._load("vlm_dir", "an image-text-to-text model and its processor", AutoProcessor, AutoModelForImageTextToText)
         return self._vlm
 
     def _generate(self, model, inputs: dict, decode) -> list[str]:
