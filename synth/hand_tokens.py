@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 # Hand structure: always hand words, whatever their tag ("hand me the cup" still names the hand).
 HAND_NOUNS = (
     "hand", "finger", "fingertip", "palm", "thumb", "fist", "knuckle", "wrist", "nail", "fingernail",
@@ -234,15 +232,6 @@ def hand_tokens(text: str, tokenizer, finder: HandWordFinder, max_length: int | 
     return HandTokens(tuple(words), tuple(tuple(c) for c in cols))
 
 
-def hand_token_mask(texts: Sequence[str], tokenizer, finder: HandWordFinder, max_length: int | None = None) -> np.ndarray:
-    """(B, max_length) bool: True at the hand-word columns of each prompt (the cross-attention bias set)."""
-    max_length = max_length or tokenizer.model_max_length
-    mask = np.zeros((len(texts), max_length), dtype=bool)
-    for i, text in enumerate(texts):
-        mask[i, hand_tokens(text, tokenizer, finder, max_length).columns] = True
-    return mask
-
-
 __all__ = [
     "HAND_NOUNS",
     "HAND_VERBS",
@@ -250,7 +239,6 @@ __all__ = [
     "HandWordFinder",
     "Word",
     "columns_of_spans",
-    "hand_token_mask",
     "hand_tokens",
     "load_tagger",
 ]

@@ -36,7 +36,7 @@ from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
 
-from .attention import HAND_BIAS_TARGETS, HandTokenContext, install_hand_bias
+from .attention import HAND_BIAS_TARGETS, HandTokenContext, hand_token_mask, install_hand_bias
 from .condition import CONDITION_STYLES, condition_from_samples
 from .models.components import Components, load_components
 
@@ -124,8 +124,7 @@ class PairTransform:
         cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.style)["image"][0]
         text = self.prompt(crop)
         ids = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        mask = torch.zeros(self.tokenizer.model_max_length, dtype=torch.bool)
-        mask[hand_tokens(text, self.tokenizer, self.finder).columns] = True
+        mask = hand_token_mask([hand_tokens(text, self.tokenizer, self.finder).columns], self.tokenizer.model_max_length)[0]
         return {
             "sample_id": str(sample["sample_id"]),
             "source": crop["source"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from handrecon.errors import UserError
-from synth.hand_tokens import HandWordFinder, columns_of_spans, hand_token_mask, hand_tokens
+from synth.attention import hand_token_mask
+from synth.hand_tokens import HandWordFinder, columns_of_spans, hand_tokens
 from synth.tokenizers import TINY_WORDS, load_clip_tokenizer
 
 
@@ -124,6 +125,7 @@ def test_tokenizers_without_offsets_give_the_same_columns(sd15, finder):
 
 
 def test_mask_marks_the_hand_columns_per_prompt(sd15, finder):
-    mask = hand_token_mask(["a hand", "no such words", "fist and palm"], sd15, finder)
+    # the mask the cross-attention bias reads, from each prompt's hand columns
+    mask = hand_token_mask([hand_tokens(t, sd15, finder).columns for t in ["a hand", "no such words", "fist and palm"]])
     assert mask.shape == (3, 77)
-    assert mask[0].nonzero()[0].tolist() == [2] and not mask[1].any() and mask[2].nonzero()[0].tolist() == [1, 3]
+    assert mask[0].nonzero()[:, 0].tolist() == [2] and not mask[1].any() and mask[2].nonzero()[:, 0].tolist() == [1, 3]
