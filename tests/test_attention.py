@@ -177,7 +177,7 @@ def naive_pooled(q: torch.Tensor, k: torch.Tensor, grid, out_grid) -> torch.Tens
 
 @pytest.mark.parametrize(
     "grid,out_grid,max_elements",
-    [((8, 8), (4, 4), 2**20), ((8, 8), (4, 4), 3 * 2 * 64), ((6, 9), (4, 3), 700), ((4, 4), (8, 8), 2**20)],
+    [((8, 8), (4, 4), 2**20), ((8, 8), (4, 4), 3 * 2 * 64), ((6, 9), (4, 3), 700), ((4, 4), (8, 8), 2**20), ((8, 8), (2, 2), None)],
 )
 def test_pooled_probs_equal_pooling_of_the_full_map(grid, out_grid, max_elements):
     torch.manual_seed(5)

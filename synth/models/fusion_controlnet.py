@@ -17,7 +17,7 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 
-from synth.attention import DEFAULT_MAX_ELEMENTS, PooledSelfAttentionCapture, attention_layers
+from synth.attention import PooledSelfAttentionCapture, attention_layers
 
 from .fusion import aggregate_maps, fuse_features
 
@@ -29,7 +29,7 @@ FUSION_CONFIG_KEYS: dict[str, object] = {
     "fusion_resolutions": None,
     "fusion_resolution": 8,
     "fusion_detach": True,
-    "fusion_max_elements": DEFAULT_MAX_ELEMENTS,
+    "fusion_max_elements": None,
 }
 
 # Blocks whose self-attention feeds the fusion: the encoder copy and its middle block.
@@ -45,7 +45,7 @@ def _check_fusion_config(
             raise ValueError(f"fusion_resolutions must be None or positive sizes, got {fusion_resolutions}")
     if int(fusion_resolution) < 1:
         raise ValueError(f"fusion_resolution must be positive, got {fusion_resolution}")
-    if int(fusion_max_elements) < 1:
+    if fusion_max_elements is not None and int(fusion_max_elements) < 1:
         raise ValueError(f"fusion_max_elements must be positive, got {fusion_max_elements}")
     return fusion_resolutions
 
@@ -66,7 +66,8 @@ class FusionControlNetModel(ControlNetModel):
         fusion_detach: maps carry no gradient (default). Otherwise gradients reach q and k
             through the maps, chunks being recomputed in backward to bound memory.
         fusion_max_elements: chunk budget of the map computation (values per chunk of
-            probabilities; 2**24 float32 = 64 MiB).
+            probabilities); None picks it by device (:func:`synth.attention.default_max_elements`:
+            2**24 float32 = 64 MiB on CUDA, 8 MiB on CPU).
 
     psi' reaches each control output by the rule of :func:`synth.models.fusion.fuse_features`:
     on the fusion grid it is ``f_c (x) psi'``; at finer resolutions the cell means of f_c are
@@ -118,7 +119,7 @@ class FusionControlNetModel(ControlNetModel):
         fusion_resolutions: tuple[int, ...] | None = None,
         fusion_resolution: int = 8,
         fusion_detach: bool = True,
-        fusion_max_elements: int = DEFAULT_MAX_ELEMENTS,
+        fusion_max_elements: int | None = None,
     ):
         super().__init__(
             in_channels=in_channels,
@@ -184,7 +185,9 @@ class FusionControlNetModel(ControlNetModel):
         """The same network and weights as a diffusers `controlnet`, with fusion keys in `fusion`."""
         model = cls.from_config({**dict(controlnet.config), **fusion})
         model.load_state_dict(controlnet.state_dict())
-        return model.to(device=controlnet.device, dtype=controlnet.dtype)
+        model.to(controlnet.device)
+        # only cast when needed: diffusers warns on every .to(dtype=...)
+        return model if controlnet.dtype == model.dtype else model.to(controlnet.dtype)
 
     def set_fusion(self, **fusion) -> None:
         """Change fusion keys (see the class) in the configuration; they act from the next forward."""
@@ -223,7 +226,7 @@ class FusionControlNetModel(ControlNetModel):
             latent_hw,
             grid,
             detach=bool(self.config.fusion_detach),
-            max_elements=int(self.config.fusion_max_elements),
+            max_elements=self.config.fusion_max_elements,
         )
         wanted = self.config.fusion_resolutions
         psi: list[torch.Tensor] = []  # psi' of this forward, built at the first zero convolution
