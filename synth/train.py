@@ -117,7 +117,8 @@ class PairTransform:
             self._chain = SemanticsChain(SemanticsConfig(tokenizer="tiny"), self.hand_model)  # the prompt only; columns below
         return self._chain([{**sample, "source": self.dataset}])[0]["prompt"]
 
-    def __call__(self, sample: dict, index: int) -> dict:
+    def __call__(self, sample: dict, index: int, repeat: int = 0) -> dict:
+        """The loader's transform protocol; a pair has no randomness, so index and repeat go unused."""
         from synth.hand_tokens import hand_tokens
 
         crop = crop_to_input(sample, (self.size, self.size), self.margin)

@@ -239,7 +239,9 @@ def test_deterministic_given_the_rng(samples, hand_model):
     x, y = a(sample, rng_for(11, 2, 5)), b(sample, rng_for(11, 2, 5))
     _assert_same(x, y, atol=0)
     np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(a(sample, rng_for(11, 2, 5, repeat=0))["image"], x["image"])
     others = [a(sample, rng_for(11, 2, 6)), a(sample, rng_for(11, 3, 5)), a(sample, rng_for(12, 2, 5))]
+    others.append(a(sample, rng_for(11, 2, 5, repeat=1)))  # the same sample's second draw in the epoch
     for z in others:
         assert not np.array_equal(z["image"], x["image"]) and not np.array_equal(z["focal"], x["focal"])
     # rng=None: derived from (seed, epoch, sample), so repeatable and different per epoch

@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 from shard_utils import write_test_shards
 
 from handrecon.config import ConfigError, load_config
-from handrecon.data.loader import DataConfig, build_mixed_loader
+from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
 
@@ -47,18 +46,28 @@ def test_yaml_and_set_build_a_loader_with_exact_ratios(roots, hand_model, tmp_pa
     assert tuple(batch["verts"].shape) == (8, 1556, 3) and tuple(batch["image"].shape) == (8, 48, 48, 3)
 
 
-def test_transform_runs_per_sample(roots, hand_model):
-    real, _ = roots
-    cfg = DataConfig(batch_size=4, num_workers=0)
-    cfg.real.root = str(real)
+def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
+    real, shards = roots
+    cfg = DataConfig(
+        real=SourceConfig(root=str(real)),
+        synth=SourceConfig(kind="shards", root=str(shards)),
+        ratios={"real": 0.5, "synth": 0.5},
+        batch_size=8,
+        num_workers=0,
+    )
 
-    def crop(sample, index):
-        return {**sample, "image": sample["image"][:16, :16], "index": index}
+    def crop(sample, index, repeat):
+        return {**sample, "image": sample["image"][:16, :16], "index": index, "repeat": repeat}
 
-    loader, _, _ = build_mixed_loader(cfg, hand_model, transform=crop)
-    batch = next(iter(loader))
-    assert tuple(batch["image"].shape) == (4, 16, 16, 3)
-    assert np.all(np.asarray(batch["index"]) < 24)
+    loader, _, sources = build_mixed_loader(cfg, hand_model, transform=crop)
+    draws: dict[tuple[str, int], list[int]] = {}
+    for batch in loader:  # one epoch: 24 real samples once, 12 synthetic ones twice
+        assert tuple(batch["image"].shape) == (8, 16, 16, 3)
+        for source, index, repeat in zip(batch["source"], batch["index"].tolist(), batch["repeat"].tolist()):
+            assert sources.locate(index)[0] == source
+            draws.setdefault((source, index), []).append(repeat)
+    assert sorted(draws) == [("real", i) for i in range(24)] + [("synth", 24 + i) for i in range(12)]
+    assert all(sorted(r) == ([0] if source == "real" else [0, 1]) for (source, _), r in draws.items())
 
 
 def test_bad_data_sections_are_config_errors(tmp_path):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
-from handrecon.data.mixing import ConcatSources, MixedBatchSampler, QuotaSchedule, realized_ratio
+from handrecon.data.mixing import ConcatSources, Draw, MixedBatchSampler, QuotaSchedule, realized_ratio
 
 # Deterministic and writes no example database into the repo.
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -320,6 +320,27 @@ def test_a_source_smaller_than_its_share_cycles_through_new_permutations():
     passes = [tuple(synth[p : p + 5]) for p in range(0, 200, 5)]
     assert all(sorted(p) == list(range(5)) for p in passes)
     assert len(set(passes)) > 10  # re-permuted at each pass
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_draws_number_each_samples_repeats_within_the_epoch(world_size):
+    sizes, ratios = {"real": 60, "synth": 4}, {"real": 1, "synth": 1}
+    make = lambda r, **kw: MixedBatchSampler(sizes, ratios, 6, seed=3, rank=r, world_size=world_size, epoch_source="real", **kw)  # noqa: E731
+    for _ in range(2):  # two epochs: repeats restart at 0
+        plain = [make(r) for r in range(world_size)]
+        with_draws = [make(r, draws=True) for r in range(world_size)]
+        seen = []
+        for rank_plain, rank_draws in zip(zip(*plain), zip(*with_draws)):
+            for p, d in zip(rank_plain, rank_draws):
+                assert all(isinstance(x, Draw) for x in d) and [x.index for x in d] == p  # same batches
+                seen.extend(d)
+        # a sample's k-th draw in the epoch has repeat k - 1: every (index, repeat) is new
+        assert len(seen) == len(set(seen))
+        by_index: dict[int, list[int]] = {}
+        for index, repeat in seen:
+            by_index.setdefault(index, []).append(repeat)
+        assert all(sorted(r) == list(range(len(r))) for r in by_index.values())
+        assert max(max(r) for i, r in by_index.items() if i >= 60) >= 5  # the small source repeats
 
 
 def test_state_dict_counts_only_consumed_batches_with_a_prefetching_loader():

@@ -46,10 +46,11 @@ margin and clipping as the readers, clipped to the output image); a hand with a 
 valid joint gets the bounding box of its warped box corners; a box left with no area (the hand
 was warped out of the output) becomes zeros. Its 3D labels and validity are kept.
 
-Reproducibility: call ``augmenter(sample, rng_for(seed, epoch, index))`` with the sample's index
-in its dataset (the DataLoader worker's own random state is never used), so an epoch's
-augmentations are a pure function of (seed, epoch, index): identical across runs, numbers of
-workers and resumption mid-epoch. Without an rng the augmenter derives one from
+Reproducibility: call ``augmenter(sample, rng_for(seed, epoch, index, repeat))`` with the
+sample's index in its dataset and the number of its earlier draws in the epoch (the DataLoader
+worker's own random state is never used), so an epoch's augmentations are a pure function of
+(seed, epoch, index, repeat): identical across runs, numbers of workers and resumption
+mid-epoch, and different for each draw of a sample that is read more than once per epoch. Without an rng the augmenter derives one from
 (seed, its ``epoch`` attribute, the sample's source and id); set the epoch with ``set_epoch``.
 """
 from __future__ import annotations
@@ -155,10 +156,13 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig: {name} must be {rule}, got {getattr(self, name)!r}")
 
 
-def rng_for(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one augmentation call: a pure function of (seed, epoch, sample index),
-    all non-negative ints, so augmentation is reproducible and resumable whatever the workers."""
-    return np.random.default_rng([int(seed), int(epoch), int(index), _RNG_TAG])
+def rng_for(seed: int, epoch: int, index: int, repeat: int = 0) -> np.random.Generator:
+    """The generator of one augmentation call: a pure function of (seed, epoch, sample index,
+    repeat), all non-negative ints, so augmentation is reproducible and resumable whatever the
+    workers. `repeat` (earlier draws of the sample in the epoch) keeps a sample drawn twice from
+    getting the same augmentation; repeat 0 gives the generator of the 3-number key."""
+    key = [int(seed), int(epoch), int(index), _RNG_TAG]
+    return np.random.default_rng(key + [int(repeat)] if repeat else key)
 
 
 def _sample_key(sample: dict) -> int:
@@ -419,8 +423,8 @@ class Augmenter:
     """Random crop/scale/rotation/translation (one exact warp), flip and photometric changes.
 
     `augmenter(sample, rng)` returns a new sample of size `cfg.output_size`; the same rng state
-    gives the same output. Pass `rng_for(seed, epoch, index)` per call (see the module doc); with
-    rng=None the rng is derived from (seed, self.epoch, the sample's source and id). Photometric
+    gives the same output. Pass `rng_for(seed, epoch, index, repeat)` per call (see the module
+    doc); with rng=None the rng is derived from (seed, self.epoch, the sample's source and id). Photometric
     transforms are albumentations', reseeded from `rng` on each call, so they are deterministic
     too. One instance per DataLoader worker is fine (each worker holds its own copy).
     """

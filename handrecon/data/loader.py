@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UserError
 from ..hand_model.mano import HandModel
-from .mixing import ConcatSources, MixedBatchSampler
+from .mixing import ConcatSources, Draw, MixedBatchSampler
 
 SOURCE_NAMES = ("real", "synth")
 
@@ -66,16 +66,18 @@ def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = T
 
 
 class MappedDataset(torch.utils.data.Dataset):
-    """Applies `fn(sample, index)` to every sample (augmentation, cropping to the model input)."""
+    """Applies `fn(sample, index, repeat)` to every sample (augmentation, cropping to the model
+    input). Keys are global indices (repeat 0) or :class:`~handrecon.data.mixing.Draw` items."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset, fn: Callable[[dict, int], dict]):
+    def __init__(self, dataset: torch.utils.data.Dataset, fn: Callable[[dict, int, int], dict]):
         self.dataset, self.fn = dataset, fn
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
-        return self.fn(self.dataset[index], index)
+    def __getitem__(self, key: int | Draw) -> dict:
+        index, repeat = key if isinstance(key, Draw) else (key, 0)
+        return self.fn(self.dataset[index], index, repeat)
 
 
 def build_mixed_loader(
@@ -83,12 +85,14 @@ def build_mixed_loader(
     hand_model: HandModel,
     rank: int = 0,
     world_size: int = 1,
-    transform: Callable[[dict, int], dict] | None = None,
+    transform: Callable[[dict, int, int], dict] | None = None,
 ) -> tuple[torch.utils.data.DataLoader, MixedBatchSampler, ConcatSources]:
     """DataLoader over the configured sources with exact per-batch ratios.
 
-    `transform(sample, global_index)` runs in the workers (it must give every image the same
-    size so batches collate). Call `sampler.set_epoch(e)` before each epoch.
+    `transform(sample, global_index, repeat)` runs in the workers (it must give every image the
+    same size so batches collate); `repeat` counts earlier draws of the sample in this epoch, so
+    a sample that a small source serves several times per epoch can be augmented differently
+    each time. Call `sampler.set_epoch(e)` before each epoch.
     """
     sources = ConcatSources({n: build_source(getattr(cfg, n), hand_model) for n in SOURCE_NAMES if getattr(cfg, n) is not None})
     sampler = MixedBatchSampler(
@@ -100,6 +104,7 @@ def build_mixed_loader(
         world_size=world_size,
         epoch_source=cfg.epoch_source,
         steps_per_epoch=cfg.steps_per_epoch,
+        draws=transform is not None,
     )
     dataset = MappedDataset(sources, transform) if transform is not None else sources
     loader = torch.utils.data.DataLoader(

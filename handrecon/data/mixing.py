@@ -36,17 +36,25 @@ import operator
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ConcatSources", "MixedBatchSampler", "QuotaSchedule", "normalize_ratios", "realized_ratio"]
+__all__ = ["ConcatSources", "Draw", "MixedBatchSampler", "QuotaSchedule", "normalize_ratios", "realized_ratio"]
 
 STATE_VERSION = 1
 # Float ratios are read as the nearest fraction with at most this denominator, so 0.3 means
 # exactly 3/10 and 1/3 exactly one third (and the quota pattern has a short period).
 _MAX_DENOMINATOR = 1_000_000
+
+
+class Draw(NamedTuple):
+    """One sampled item: a global index and its `repeat`, the pass of its source's stream in
+    the epoch that drew it (0 the first time a sample is drawn in an epoch, 1 the second...)."""
+
+    index: int
+    repeat: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +216,8 @@ class MixedBatchSampler(Sampler[list[int]]):
     Step s reads the block ``[c, c + q * world_size)`` of the stream, where c is the number of
     positions read by the steps before (the consumed count) and q the per-rank quota; rank r
     takes ``[c + r * q, c + (r + 1) * q)``. So within a pass no sample repeats across ranks or
-    steps.
+    steps. With ``draws=True`` each item is a :class:`Draw` that also says which pass drew it,
+    so per-draw randomness (augmentation) can tell a sample's repeats within an epoch apart.
 
     **Epoch length** (exactly one policy). ``steps_per_epoch=N``: N global steps.
     ``epoch_source=name``: the epoch ends at the first step at which that source's stream has
@@ -266,6 +275,7 @@ class MixedBatchSampler(Sampler[list[int]]):
         rank, world_size: this process among the data-parallel ranks.
         epoch_source: name of the source one pass over which makes an epoch, or
         steps_per_epoch: a fixed number of global steps per epoch (give exactly one of the two).
+        draws: yield :class:`Draw` items (index, repeat) instead of bare global indices.
 
     Raises:
         ValueError: naming the offending source or value.
@@ -282,8 +292,10 @@ class MixedBatchSampler(Sampler[list[int]]):
         *,
         epoch_source: str | None = None,
         steps_per_epoch: int | None = None,
+        draws: bool = False,
     ) -> None:
         super().__init__()
+        self.draws = bool(draws)
         if not sizes:
             raise ValueError("sizes is empty; the sampler needs at least one source")
         for name, size in sizes.items():
@@ -414,13 +426,17 @@ class MixedBatchSampler(Sampler[list[int]]):
             start += take
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
-    def _batch(self, step: int) -> list[int]:
-        batch: list[int] = []
+    def _batch(self, step: int) -> list[int] | list[Draw]:
+        batch: list = []
         quotas = self._schedule.quota(step)
         for i, (q, c) in enumerate(zip(quotas, self._consumed_at(step))):
             if q:
                 start = c + self.rank * q
-                batch.extend((self._stream(i, start, start + q) + self._offsets[i]).tolist())
+                indices = (self._stream(i, start, start + q) + self._offsets[i]).tolist()
+                if self.draws:
+                    passes = (np.arange(start, start + q) // self._sizes[i]).tolist()
+                    indices = [Draw(index, repeat) for index, repeat in zip(indices, passes)]
+                batch.extend(indices)
         return batch
 
     # -- Sampler API ---------------------------------------------------------------------------
@@ -439,7 +455,7 @@ class MixedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self._fresh_epoch_length() if self._rolls_over() else self._epoch_end()
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[Draw]]:
         if self._rolls_over():
             self._start_epoch(self._epoch + 1)
         self._hold = False

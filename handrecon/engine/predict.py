@@ -19,7 +19,7 @@ from ..io import atomic_write_bytes
 
 
 def _crop(size: tuple[int, int]):
-    return lambda sample, index: crop_to_input(sample, size)
+    return lambda sample, index, repeat: crop_to_input(sample, size)
 
 
 def autocast(device: torch.device, amp: str):

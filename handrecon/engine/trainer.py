@@ -4,7 +4,7 @@ Steps are optimizer steps; each one consumes `optim.grad_accum` micro-batches of
 `data.batch_size` samples per rank from the mixed sampler. Everything a step depends on is a
 function of the saved state: weights, optimizer, scheduler, AMP scaler, RNG states, the sampler
 position (in micro-batches the loop consumed) and the augmentation, whose randomness is a pure
-function of (seed, epoch, sample index) - so a run resumed from a checkpoint continues exactly as
+function of (seed, epoch, sample index, repeat) - so a run resumed from a checkpoint continues exactly as
 the uninterrupted run would have (the models draw no random numbers during training; RNG states
 are those of rank 0).
 """
@@ -39,14 +39,14 @@ from .predict import autocast, predict_dataset
 
 
 class TrainTransform:
-    """Per-sample augmentation seeded by (seed, epoch, global index); picklable for workers.
-    Set `epoch` before creating each epoch's iterator (workers copy it when they start)."""
+    """Per-draw augmentation seeded by (seed, epoch, global index, repeat); picklable for
+    workers. Set `epoch` before creating each epoch's iterator (workers copy it when they start)."""
 
     def __init__(self, augmenter: Augmenter, seed: int):
         self.augmenter, self.seed, self.epoch = augmenter, seed, 0
 
-    def __call__(self, sample: dict, index: int) -> dict:
-        return self.augmenter(sample, rng_for(self.seed, self.epoch, index))
+    def __call__(self, sample: dict, index: int, repeat: int = 0) -> dict:
+        return self.augmenter(sample, rng_for(self.seed, self.epoch, index, repeat))
 
 
 def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> int:
