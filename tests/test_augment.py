@@ -232,6 +232,26 @@ def test_crop_to_input_frames_the_hands(samples):
         _assert_same(out, sample, atol=0, keys=["verts", "joints3d", "mano_pose", "mano_transl", "joints_valid"])
 
 
+def test_image_framing_shows_the_whole_image(samples, hand_model):
+    scale = min(OUT[1] / 128, OUT[0] / 128)  # the 128x128 source fits the output, aspect kept
+    centre_in, centre_out = np.array([63.5, 63.5]), np.array([(OUT[1] - 1) / 2, (OUT[0] - 1) / 2])
+    still = dict(output_size=OUT, scale_range=(1.0, 1.0), rotation_prob=0.0, translation_range=0.0, flip_prob=0.0, **NO_PHOTO)
+    plain = Augmenter(AugmentConfig(**still, framing="image"), hand_model, seed=0)
+    for i, sample in enumerate(samples[:4]):
+        out = crop_to_input(sample, OUT, margin=3.0, framing="image")  # the margin plays no part
+        check_sample(out)
+        np.testing.assert_allclose(out["focal"], sample["focal"] * scale, rtol=1e-5)
+        np.testing.assert_allclose(out["princpt"], (sample["princpt"] - centre_in) * scale + centre_out, atol=1e-3)
+        valid = sample["joints_valid"].astype(bool)
+        np.testing.assert_allclose(out["joints2d"][valid], (sample["joints2d"][valid] - centre_in) * scale + centre_out, atol=1e-3)
+        _assert_same(out, sample, atol=0, keys=["verts", "joints3d", "mano_pose", "mano_transl", "joints_valid"])
+        np.testing.assert_array_equal(plain(sample, rng_for(0, 0, i))["image"], out["image"])
+    with pytest.raises(ValueError, match="framing"):
+        AugmentConfig(framing="body")
+    with pytest.raises(ValueError, match="framing must be one of"):
+        crop_to_input(samples[0], OUT, framing="body")
+
+
 def test_deterministic_given_the_rng(samples, hand_model):
     cfg = AugmentConfig(**STRONG, occlusion_prob=1.0, noise_prob=1.0)
     a, b = Augmenter(cfg, hand_model, seed=11), Augmenter(cfg, hand_model, seed=11)

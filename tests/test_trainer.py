@@ -204,6 +204,7 @@ def test_train_tool_resume_and_eval_checkpoint_agree(tmp_path, mano_dir, procedu
         "data.num_workers=0",
         "train.device=cpu",
         f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: null, images: 0}}",
+        "augment.framing=image",  # not the default: eval must take it from the run
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -227,6 +228,31 @@ def test_train_tool_resume_and_eval_checkpoint_agree(tmp_path, mano_dir, procedu
     for key, value in reported.items():
         assert value == pytest.approx(trained[key], rel=1e-5, nan_ok=True), key
     assert (out / "predictions.npz").is_file()
+
+
+class _FocalModel(torch.nn.Module):
+    """Predicts every vertex coordinate as the input's focal length: shows what crop it was fed."""
+
+    input_size = (64, 48)
+
+    def forward(self, batch):
+        focal = batch["focal"].float()[:, :1, None]
+        return {"verts": focal.expand(-1, 1556, 3), "rel_trans": torch.zeros(len(focal), 3)}
+
+
+def test_predictions_use_the_requested_framing(procedural_root, hand_model):
+    from handrecon.data.augment import FRAMINGS, crop_to_input
+    from handrecon.data.readers import create_reader
+    from handrecon.engine import predict_dataset
+
+    reader = create_reader("ih26m", procedural_root, "val", hand_model)
+    seen = {}
+    for framing in FRAMINGS:
+        pred = predict_dataset(_FocalModel(), reader, batch_size=3, progress=False, framing=framing)
+        expected = [crop_to_input(reader[i], _FocalModel.input_size, framing=framing)["focal"][0] for i in range(len(reader))]
+        np.testing.assert_allclose(pred["verts"][:, 0, 0], expected, rtol=1e-6)
+        seen[framing] = pred["verts"][:, 0, 0]
+    assert not np.allclose(seen["hands"], seen["image"])  # the hands fill more of a hand crop
 
 
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedural_root):

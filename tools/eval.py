@@ -37,7 +37,8 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
     load_weights(model, folder, strict=True)
     device = pick_device(args.device)
     reader = create_reader(reader_name, args.data_root, args.split, hand_model)
-    pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off")
+    framing = args.framing or cfg.augment.framing  # by default the framing the run trained with
+    pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off", framing=framing)
     path = save_predictions(args.out / "predictions.npz", pred)
     print(f"predicted {len(pred['sample_ids'])} samples with {folder}")
     return path
@@ -45,6 +46,7 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from handrecon import metrics
+    from handrecon.data.augment import FRAMINGS
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
     source = parser.add_mutually_exclusive_group(required=True)
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% confidence intervals (0: none)")
     parser.add_argument("--batch-size", type=int, default=16, help="--checkpoint: images per forward pass")
     parser.add_argument("--device", default="auto", help="--checkpoint: auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--framing",
+        choices=sorted(FRAMINGS),
+        default=None,
+        help="--checkpoint: crop the input around the hand boxes or show the whole image (default: the run's augment.framing)",
+    )
     parser.add_argument("--overlays", type=int, default=4, help="best and worst samples drawn as PNG overlays (0: none)")
     args = parser.parse_args(argv)
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # albumentations asks PyPI for a newer version on every import (each DataLoader worker, up to a
@@ -78,6 +79,7 @@ __all__ = [
     "Augmenter",
     "affine_sample",
     "camera_affine",
+    "FRAMINGS",
     "crop_region",
     "crop_to_input",
     "flip_sample",
@@ -102,7 +104,8 @@ class AugmentConfig:
     """Training-time augmentation. Sizes (H, W) in pixels, angles in degrees.
 
     The crop frames the union of the sample's hand boxes grown by `crop_margin` in the output
-    (`output_size`); `scale_range` then zooms about the crop centre (>1 shows the hands larger),
+    (`output_size`), or the whole image with ``framing: image`` (InterWild's framing of
+    InterHand2.6M; evaluation of the run uses the same framing); `scale_range` then zooms about the crop centre (>1 shows the hands larger),
     `rotation_range_deg` rolls the camera with probability `rotation_prob`, and
     `translation_range` shifts the image by up to that fraction of the output size per axis.
     Photometric probabilities are per call; strengths follow albumentations' parameters.
@@ -112,6 +115,7 @@ class AugmentConfig:
     enabled: bool = True
     output_size: tuple[int, int] = (256, 256)
     crop_margin: float = 1.25
+    framing: str = "hands"  # 'hands' or 'image' (see FRAMINGS)
     scale_range: tuple[float, float] = (0.8, 1.25)
     rotation_prob: float = 0.6
     rotation_range_deg: tuple[float, float] = (-45.0, 45.0)
@@ -139,6 +143,7 @@ class AugmentConfig:
         checks = [
             (h > 0 and w > 0, "output_size", "two positive ints (H, W)"),
             (self.crop_margin > 0, "crop_margin", "> 0"),
+            (self.framing in FRAMINGS, "framing", f"one of {sorted(FRAMINGS)}"),
             (0 < self.scale_range[0] <= self.scale_range[1], "scale_range", "0 < lo <= hi"),
             (self.rotation_range_deg[0] <= self.rotation_range_deg[1], "rotation_range_deg", "lo <= hi"),
             (self.translation_range >= 0, "translation_range", ">= 0"),
@@ -200,17 +205,37 @@ def camera_affine(
     return np.concatenate([lin, (target - lin @ np.asarray(centre, dtype=np.float64))[:, None]], axis=1)
 
 
-def crop_region(sample: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centre (x, y) and extent (w, h) in source pixels of the region to show: the union of the
-    hand boxes with area, grown by `margin` (at least MIN_CROP_PX); the whole image if none."""
+def _whole_image(sample: dict) -> tuple[np.ndarray, np.ndarray]:
+    h, w = (int(v) for v in sample["image_size"])
+    return np.array([(w - 1) / 2.0, (h - 1) / 2.0]), np.array([float(w), float(h)])
+
+
+def _hands_region(sample: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
     boxes = np.asarray(sample["boxes"], dtype=np.float64)
     has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if not has_area.any():
-        h, w = (int(v) for v in sample["image_size"])
-        return np.array([(w - 1) / 2.0, (h - 1) / 2.0]), np.array([float(w), float(h)])
+        return _whole_image(sample)
     b = boxes[has_area]
     lo, hi = b[:, :2].min(0), b[:, 2:].max(0)
     return (lo + hi) / 2.0, np.maximum((hi - lo) * margin, MIN_CROP_PX)
+
+
+#: What a crop frames. 'hands': the union of the hand boxes grown by the margin (DIR /
+#: IntagHand-style two-hand crops); 'image': the whole image, margin unused (InterWild frames
+#: InterHand2.6M images this way: its body box is the full image and the model finds the hands).
+FRAMINGS: dict[str, Callable[[dict, float], tuple[np.ndarray, np.ndarray]]] = {
+    "hands": _hands_region,
+    "image": lambda sample, margin: _whole_image(sample),
+}
+
+
+def crop_region(sample: dict, margin: float, framing: str = "hands") -> tuple[np.ndarray, np.ndarray]:
+    """Centre (x, y) and extent (w, h) in source pixels of the region to show, by `framing`
+    (see FRAMINGS): for 'hands' the union of the hand boxes with area grown by `margin` (at
+    least MIN_CROP_PX), the whole image if no box has area."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {sorted(FRAMINGS)}, got {framing!r}")
+    return FRAMINGS[framing](sample, margin)
 
 
 def _fit_scale(extent: np.ndarray, out_size: tuple[int, int]) -> float:
@@ -391,11 +416,14 @@ def affine_sample(
     return out
 
 
-def crop_to_input(sample: dict, out_size: tuple[int, int], margin: float = 1.25, border_value: int = 0) -> dict:
-    """Eval-time crop: the union of the hand boxes grown by `margin`, centred and scaled to fit an
-    (H, W) = `out_size` output, by the same exact camera-change warp (no rotation, no randomness;
-    3D labels and MANO parameters are unchanged, focal and principal point follow)."""
-    centre, extent = crop_region(sample, margin)
+def crop_to_input(
+    sample: dict, out_size: tuple[int, int], margin: float = 1.25, border_value: int = 0, framing: str = "hands"
+) -> dict:
+    """Eval-time crop: the region of `framing` (by default the union of the hand boxes grown by
+    `margin`), centred and scaled to fit an (H, W) = `out_size` output, by the same exact
+    camera-change warp (no rotation, no randomness; 3D labels and MANO parameters are
+    unchanged, focal and principal point follow)."""
+    centre, extent = crop_region(sample, margin, framing)
     matrix = camera_affine(sample["focal"], centre, out_size, _fit_scale(extent, out_size))
     return affine_sample(sample, matrix, out_size, None, 0.0, border_value)
 
@@ -443,7 +471,7 @@ class Augmenter:
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
         cfg = self.cfg
         if not cfg.enabled:
-            return crop_to_input(sample, cfg.output_size, cfg.crop_margin, cfg.border_value)
+            return crop_to_input(sample, cfg.output_size, cfg.crop_margin, cfg.border_value, cfg.framing)
         if rng is None:
             rng = rng_for(self.seed, self.epoch, _sample_key(sample))
         # every number is drawn on every call, in a fixed order, so one choice never shifts the others
@@ -458,7 +486,7 @@ class Augmenter:
 
         if flip:
             sample = flip_sample(sample, self.hand_model)
-        centre, extent = crop_region(sample, cfg.crop_margin)
+        centre, extent = crop_region(sample, cfg.crop_margin, cfg.framing)
         matrix = camera_affine(sample["focal"], centre, cfg.output_size, scale * _fit_scale(extent, cfg.output_size), angle, shift)
         out = affine_sample(sample, matrix, cfg.output_size, self.hand_model, angle, cfg.border_value)
         if "image" in out:

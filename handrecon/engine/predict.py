@@ -1,9 +1,10 @@
 """Run a regressor over a dataset split: the predictions file `tools/eval.py` reads.
 
-Each sample is cropped to the model input around its ground-truth hand boxes (`crop_to_input`,
-as the InterWild / DIR test pipelines crop around the given hand boxes); the crop only changes
-the intrinsics, so predictions are in the dataset's own camera frame and compare directly
-with its labels.
+Each sample is cropped to the model input by `crop_to_input` with the run's framing: around
+its ground-truth hand boxes ('hands', the DIR / IntagHand two-hand crop) or the whole image
+('image', as InterWild frames InterHand2.6M: its body box is the full image and the model
+finds the hands). The crop only changes the intrinsics, so predictions are in the dataset's
+own camera frame and compare directly with its labels.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from ..data.loader import MappedDataset
 from ..io import atomic_write_bytes
 
 
-def _crop(size: tuple[int, int]):
-    return lambda sample, index, repeat: crop_to_input(sample, size)
+def _crop(size: tuple[int, int], framing: str):
+    return lambda sample, index, repeat: crop_to_input(sample, size, framing=framing)
 
 
 def autocast(device: torch.device, amp: str):
@@ -38,12 +39,14 @@ def predict_dataset(
     indices: list[int] | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    framing: str = "hands",
 ) -> dict[str, np.ndarray]:
     """{'sample_ids' (N,), 'verts' (N, 1556, 3), 'rel_trans' (N, 3)} for the samples of `dataset`
-    (all, or `indices`), in that order. The model is put in eval mode and left there."""
+    (all, or `indices`), in that order, each cropped by `framing` ('hands' or 'image'). The
+    model is put in eval mode and left there."""
     device = torch.device(device)
     model.eval()
-    data = MappedDataset(dataset, _crop(model.input_size))
+    data = MappedDataset(dataset, _crop(model.input_size, framing))
     if indices is not None:
         data = torch.utils.data.Subset(data, indices)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers)

@@ -189,7 +189,14 @@ class Trainer:
             from .. import metrics
 
             pred = predict_dataset(
-                self.model, self.val_reader, self.cfg.val.batch_size, self.device, self.cfg.train.amp, self.val_indices, progress=False
+                self.model,
+                self.val_reader,
+                self.cfg.val.batch_size,
+                self.device,
+                self.cfg.train.amp,
+                self.val_indices,
+                progress=False,
+                framing=self.cfg.augment.framing,
             )
             result = metrics.evaluate(
                 pred, self.val_gt.as_dict(), self.cfg.val.protocol, dataset=self.val_rules, hand_model=self.hand_model
@@ -209,7 +216,7 @@ class Trainer:
         faces = self.hand_model.faces_two_hand
         tiles = []
         for i in self.val_indices[: self.cfg.val.images]:
-            sample = crop_to_input(self.val_reader[i], self.model.input_size)
+            sample = crop_to_input(self.val_reader[i], self.model.input_size, framing=self.cfg.augment.framing)
             image = sample["image"].astype(np.float32) / 255
             pose = (sample["focal"], sample["princpt"], faces)
             valid = sample["mesh_valid"]
