@@ -1,4 +1,5 @@
-"""Run under torchrun by the trainer tests: trains, then writes this rank's weights and sample ids.
+"""Run under torchrun by the trainer tests: trains, then writes this rank's weights, sample ids
+and final metrics.
 
     ddp_worker.py regressor|generator CONFIG
 """
@@ -39,12 +40,12 @@ def main(kind: str, config: str) -> None:
                 yield batch
 
     trainer.loader = Recording()
-    trainer.fit()
+    metrics = trainer.fit()
     rank = trainer.dist.rank
     out = Path(trainer.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
-    (out / f"rank{rank}.json").write_text(json.dumps({"samples": seen, "world_size": trainer.dist.world_size}))
+    (out / f"rank{rank}.json").write_text(json.dumps({"samples": seen, "world_size": trainer.dist.world_size, "metrics": metrics}))
     trainer.close()
 
 

@@ -256,7 +256,8 @@ def test_predictions_use_the_requested_framing(procedural_root, hand_model):
 
 
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedural_root):
-    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "data.batch_size=4")
+    val = f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 5, images: 0}}"  # 3 + 2 per rank
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "data.batch_size=4", val)
     from handrecon.config import save_config
 
     save_config(cfg, tmp_path / "config.yaml")
@@ -272,3 +273,16 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedur
     seen = [set(json.loads((Path(cfg.out) / f"rank{r}.json").read_text())["samples"]) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert initial["world_size"] == 2
+    # validation split over the ranks gives the metrics of one process scoring every sample
+    metrics = [json.loads((Path(cfg.out) / f"rank{r}.json").read_text())["metrics"] for r in (0, 1)]
+    assert "interwild/mpvpe_all_wrist_mm" in metrics[0] and metrics[0].keys() == metrics[1].keys()
+    assert all(metrics[1][k] == pytest.approx(v, rel=0, abs=0, nan_ok=True) for k, v in metrics[0].items())
+    single = Trainer(_config(tmp_path / "single", mano_dir, procedural_root, val), progress=False)
+    try:
+        ckpt.load_weights(single.model, ckpt.step_dir(cfg.out, 3), strict=True)
+        alone = single.validate()
+    finally:
+        single.close()
+    assert alone.keys() == metrics[0].keys()
+    for key, value in alone.items():
+        assert metrics[0][key] == pytest.approx(value, rel=1e-5, nan_ok=True), key

@@ -70,6 +70,24 @@ def mean_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values / info.world_size
 
 
+def gather_to_main(obj: object, info: DistInfo) -> list | None:
+    """Every rank's `obj` (picklable), in rank order, on rank 0; None on the others."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_from_main(obj: object, info: DistInfo) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     """Copy rank 0's buffers (BatchNorm statistics) to every rank. DDP broadcasts them before each
     forward, so rank 0's are the ones the model runs with; this makes the ranks equal after the

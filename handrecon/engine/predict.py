@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data.augment import crop_to_input
 from ..data.loader import MappedDataset
+from ..hand_model.constants import NUM_VERTS
 from ..io import atomic_write_bytes
 
 
@@ -58,10 +59,10 @@ def predict_dataset(
         out["sample_ids"].extend(str(s) for s in batch["sample_id"])
         out["verts"].append(pred["verts"].float().cpu().numpy())
         out["rel_trans"].append(pred["rel_trans"].float().cpu().numpy())
+    empty = {"verts": np.zeros((0, 2 * NUM_VERTS, 3), np.float32), "rel_trans": np.zeros((0, 3), np.float32)}
     return {
-        "sample_ids": np.array(out["sample_ids"]),
-        "verts": np.concatenate(out["verts"]).astype(np.float32),
-        "rel_trans": np.concatenate(out["rel_trans"]).astype(np.float32),
+        "sample_ids": np.array(out["sample_ids"], dtype=str),
+        **{key: np.concatenate(out[key]).astype(np.float32) if out[key] else zeros for key, zeros in empty.items()},
     }
 
 

@@ -33,7 +33,16 @@ from ..io import atomic_save_image
 from ..models import build_model
 from . import checkpoint as ckpt
 from .config import Experiment
-from .distributed import DistInfo, barrier, broadcast_buffers, init_distributed, mean_over_ranks, pick_device, shutdown_distributed
+from .distributed import (
+    DistInfo,
+    broadcast_buffers,
+    broadcast_from_main,
+    gather_to_main,
+    init_distributed,
+    mean_over_ranks,
+    pick_device,
+    shutdown_distributed,
+)
 from .optim import build_optimizer, build_scheduler
 from .predict import autocast, predict_dataset
 
@@ -171,7 +180,7 @@ class Trainer:
     def _setup_validation(self) -> None:
         val = self.cfg.val
         self.val_reader = None
-        if val.dataset is None or not self.dist.is_main:
+        if val.dataset is None:
             return
         from ..data.readers import create_reader
 
@@ -180,24 +189,38 @@ class Trainer:
         labels = create_reader(reader_name, val.root, val.split, self.hand_model, load_images=False)
         n = len(labels) if val.max_samples is None else min(val.max_samples, len(labels))
         self.val_indices = list(range(n))
-        self.val_gt = load_ground_truth(torch.utils.data.Subset(labels, self.val_indices))
+        if self.dist.is_main:  # the ranks predict, rank 0 scores
+            self.val_gt = load_ground_truth(torch.utils.data.Subset(labels, self.val_indices))
 
     def validate(self) -> dict[str, float]:
-        """Metrics of the validation subset (rank 0; the other ranks wait)."""
-        summary: dict[str, float] = {}
-        if self.val_reader is not None:
-            from .. import metrics
+        """Metrics of the validation subset, the same on every rank: each rank predicts every
+        world_size-th sample, rank 0 puts the predictions back in order and scores them."""
+        if self.val_reader is None:
+            return {}
+        from .. import metrics
 
-            pred = predict_dataset(
-                self.model,
-                self.val_reader,
-                self.cfg.val.batch_size,
-                self.device,
-                self.cfg.train.amp,
-                self.val_indices,
-                progress=False,
-                framing=self.cfg.augment.framing,
-            )
+        world, rank = self.dist.world_size, self.dist.rank
+        mine = predict_dataset(
+            self.model,
+            self.val_reader,
+            self.cfg.val.batch_size,
+            self.device,
+            self.cfg.train.amp,
+            self.val_indices[rank::world],
+            progress=False,
+            framing=self.cfg.augment.framing,
+        )
+        self.model.train()
+        self._keep_frozen_eval()
+        parts = gather_to_main(mine, self.dist)
+        summary: dict[str, float] = {}
+        if parts is not None:
+            order = np.concatenate([np.arange(r, len(self.val_indices), world) for r in range(world)])
+            pred = {}
+            for key in mine:
+                joined = np.concatenate([part[key] for part in parts])  # strings widen to the longest
+                pred[key] = np.empty_like(joined)
+                pred[key][order] = joined
             result = metrics.evaluate(
                 pred, self.val_gt.as_dict(), self.cfg.val.protocol, dataset=self.val_rules, hand_model=self.hand_model
             )
@@ -206,10 +229,7 @@ class Trainer:
                 self.writer.add_scalar(f"val/{key}", value, self.step)
             if self.cfg.val.images:
                 self._log_images(pred["verts"])
-            self.model.train()
-            self._keep_frozen_eval()
-        barrier(self.dist)
-        return summary
+        return broadcast_from_main(summary, self.dist)
 
     def _log_images(self, pred_verts: np.ndarray) -> None:
         """Model inputs with the predicted (top) and ground-truth (bottom) meshes."""
