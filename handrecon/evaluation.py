@@ -27,6 +27,10 @@ DATASETS = {
     "hic": ("hic", "hic"),
 }
 
+#: Reader options of a dataset's test protocol: InterWild scores InterHand2.6M on its
+#: human-annotated subset (the annotation ids in `aid_human_annot_<split>.txt`).
+PROTOCOL_READER_OPTIONS: dict[str, dict[str, str]] = {"ih26m": {"subset": "human_annot"}}
+
 
 @dataclass
 class GroundTruth:
@@ -72,12 +76,13 @@ def _listing(ids: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
-def load_predictions(path: str | Path, sample_ids: list[str]) -> dict[str, np.ndarray]:
+def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool = False) -> dict[str, np.ndarray]:
     """Read a predictions .npz and order it like `sample_ids`.
 
     Fields: `sample_ids` (N,), `verts` (N, 1556, 3) metres, right hand first, camera frame of
     the annotation; optional `rel_trans` (N, 3) left-minus-right wrist offset in metres.
-    Missing or extra ids are an error listing a few of them.
+    Missing ids are an error listing a few of them; so are extra ids unless `allow_extra`
+    (scoring a subset of the split the predictions cover).
     """
     path = Path(path)
     if not path.is_file():
@@ -102,7 +107,7 @@ def load_predictions(path: str | Path, sample_ids: list[str]) -> dict[str, np.nd
     extra = [sid for sid in ids if sid not in wanted]
     if missing:
         raise UserError(f"{path}: no prediction for {len(missing)} sample(s) of the split: {_listing(missing)}")
-    if extra:
+    if extra and not allow_extra:
         raise UserError(f"{path}: predictions for {len(extra)} id(s) not in the split: {_listing(extra)}")
     order = np.array([position[sid] for sid in sample_ids])
     out = {"verts": verts[order].astype(np.float64)}

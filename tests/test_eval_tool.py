@@ -100,3 +100,25 @@ def test_overlays_ignore_predictions_for_absent_hands(data, tmp_path, hand_model
     a = save_overlays(tmp_path / "a.png", reader, [i], clean, gt.verts, gt.mesh_valid, ["x"], hand_model.faces_two_hand)
     b = save_overlays(tmp_path / "b.png", reader, [i], junk, gt.verts, gt.mesh_valid, ["x"], hand_model.faces_two_hand)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_ih26m_is_scored_on_its_human_annotated_subset(data, tmp_path):
+    root, gt = data
+    preds = _save(tmp_path / "all.npz", gt.sample_ids, gt.verts)  # predictions for the whole split
+    ids_file = root / "aid_human_annot_test.txt"
+    missing = _run(root, preds, "--dataset", "ih26m", "--out", str(tmp_path / "none"))
+    assert missing.returncode != 0 and "aid_human_annot_test.txt" in missing.stderr
+    keep = gt.sample_ids[::3]
+    ids_file.write_text("".join(f"{i}\n" for i in keep))
+    try:
+        human = _run(root, preds, "--dataset", "ih26m", "--out", str(tmp_path / "human"))
+        every = _run(root, preds, "--dataset", "ih26m", "--subset", "all", "--out", str(tmp_path / "all"))
+    finally:
+        ids_file.unlink()
+    assert human.returncode == 0 and every.returncode == 0, human.stderr + every.stderr
+    reports = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("human", "all")}
+    assert reports["human"]["provenance"]["reader_options"] == {"subset": "human_annot"}
+    assert reports["human"]["provenance"]["num_samples"] == len(keep) < len(gt.sample_ids)
+    assert reports["all"]["provenance"]["num_samples"] == len(gt.sample_ids)
+    rows = list(csv.DictReader(open(tmp_path / "human" / "per_sample.csv")))
+    assert sorted(r["sample_id"] for r in rows) == sorted(keep)

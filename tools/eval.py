@@ -11,6 +11,7 @@ from handrecon.cli import run_tool
 from handrecon.errors import UserError
 from handrecon.evaluation import (
     DATASETS,
+    PROTOCOL_READER_OPTIONS,
     code_version,
     file_sha256,
     format_table,
@@ -36,12 +37,20 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
     model = build_model(cfg.model, hand_model)
     load_weights(model, folder, strict=True)
     device = pick_device(args.device)
-    reader = create_reader(reader_name, args.data_root, args.split, hand_model)
+    reader = create_reader(reader_name, args.data_root, args.split, hand_model, **_reader_options(args))
     framing = args.framing or cfg.augment.framing  # by default the framing the run trained with
     pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off", framing=framing)
     path = save_predictions(args.out / "predictions.npz", pred)
     print(f"predicted {len(pred['sample_ids'])} samples with {folder}")
     return path
+
+
+def _reader_options(args: argparse.Namespace) -> dict[str, str]:
+    """The protocol's reader options for the dataset, with --subset applied."""
+    options = dict(PROTOCOL_READER_OPTIONS.get(args.dataset, {}))
+    if args.subset is not None:
+        options["subset"] = args.subset
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--data-root", required=True, type=Path)
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--subset",
+        choices=["all", "human_annot"],
+        default=None,
+        help="InterHand2.6M-format data: 'human_annot' (default for --dataset ih26m, InterWild's test set: the ids in "
+        "aid_human_annot_<split>.txt) or 'all' (human + machine annotations; the default for procedural data)",
+    )
     parser.add_argument("--protocol", default="interwild", choices=sorted(metrics.PROTOCOLS))
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: DATA_ROOT/mano, as make_procedural writes it)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: eval_<dataset>_<split> beside the predictions, or in the checkpoint folder)")
@@ -78,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"no MANO folder at {mano_dir}; pass --mano-dir with MANO_RIGHT.pkl and MANO_LEFT.pkl")
     hand_model = HandModel(mano_dir)
     reader_name, selection = DATASETS[args.dataset]
-    reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False)
+    options = _reader_options(args)
+    reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False, **options)
     gt = load_ground_truth(reader)
     if args.checkpoint is not None:
         args.out = args.out or args.checkpoint / f"eval_{args.dataset}_{args.split}"
         args.predictions = _predict(args, reader_name, hand_model)
-    pred = load_predictions(args.predictions, gt.sample_ids)
+    # predictions of the whole split may be scored on its protocol subset
+    pred = load_predictions(args.predictions, gt.sample_ids, allow_extra=options.get("subset", "all") != "all")
 
     result = metrics.evaluate(pred, gt.as_dict(), protocol=args.protocol, dataset=selection, hand_model=hand_model)
     ci = metrics.bootstrap_ci(result, n=args.bootstrap) if args.bootstrap else None
@@ -94,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": args.dataset,
         "data_root": str(args.data_root.resolve()),
         "split": args.split,
+        "reader_options": options,
         "protocol": args.protocol,
         "mrrpe_selection": selection,
         "num_samples": len(gt.sample_ids),
@@ -111,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         order = [i for i in np.argsort(score) if np.isfinite(score[i])]
         k = min(args.overlays, len(order) // 2 or len(order))
         picks = {"best": order[:k], "worst": order[::-1][:k]}
-        image_reader = create_reader(reader_name, args.data_root, args.split, hand_model)
+        image_reader = create_reader(reader_name, args.data_root, args.split, hand_model, **options)
         for name, idx in picks.items():
             titles = [f"{gt.sample_ids[i]}: {score[i]:.1f} mm" for i in idx]
             save_overlays(
