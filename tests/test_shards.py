@@ -35,12 +35,27 @@ def test_random_access_reproduces_the_samples(shard_dir, samples, hand_model):
         check_sample(got)
         ref = by_id[got["sample_id"]]
         assert got["source"] == "synth" and got["hand_type"] == ref["hand_type"]
-        for key in ("mano_pose", "mano_transl", "joints2d", "boxes", "focal", "princpt"):
+        for key in ("mano_pose", "mano_transl", "boxes", "focal", "princpt"):
             np.testing.assert_allclose(got[key], ref[key], atol=1e-6)
+        valid = ref["joints_valid"]  # the procedural labels are the MANO joints, projected
+        np.testing.assert_allclose(got["joints2d"][valid], ref["joints2d"][valid], atol=1e-3)
         np.testing.assert_allclose(got["verts"], ref["verts"], atol=1e-5)
         np.testing.assert_array_equal(got["mesh_valid"], ref["mesh_valid"])
         assert np.abs(got["image"].astype(int) - ref["image"].astype(int)).mean() < 3  # one JPEG re-encode
         assert source.labels(i)["prompt"] == "two hands"
+
+
+def test_joints_come_from_the_mano_labels_not_the_source_annotation(samples, hand_model, tmp_path):
+    sample = next(s for s in samples if s["mano_valid"].all())
+    lost = dict(sample, joints_valid=sample["joints_valid"].copy(), joints2d=sample["joints2d"].copy())
+    lost["joints_valid"][[3, 25]] = False  # annotation lost a joint of each hand: 2D set to 0
+    lost["joints2d"][[3, 25]] = 0.0
+    got = ShardSource(write_test_shards([lost], tmp_path, per_shard=1), hand_model)[0]
+    assert got["joints_valid"].all()  # the generator drew every joint of both meshes
+    z = got["joints3d"][:, 2:]
+    expected = got["joints3d"][:, :2] / z * got["focal"] + got["princpt"]  # pinhole projection
+    np.testing.assert_allclose(got["joints2d"], expected, atol=1e-3)
+    np.testing.assert_allclose(got["joints2d"][[3, 25]], sample["joints2d"][[3, 25]], atol=1e-3)  # not (0, 0)
 
 
 def test_shards_are_plain_webdataset_tars(shard_dir):

@@ -8,10 +8,12 @@ each sample has three members under one key:
 | `<key>.jpg`     | the generated image                                                  |
 | `<key>.cond.png`| the condition image it was generated from (rendered hand mesh)       |
 | `<key>.json`    | labels: the sample layout's camera and MANO fields (camera frame),   |
-|                 | joints2d, boxes, hand_type, plus prompt, seed and generator hash     |
+|                 | boxes, hand_type, plus prompt, seed and generator hash               |
 
-Meshes and 3D joints are not stored: `ShardSource` recomputes them from the MANO parameters
-with the hand model, exactly as the generator's condition was rendered from them.
+Meshes and joints are not stored: `ShardSource` recomputes them from the MANO parameters with
+the hand model, exactly as the generator's condition was rendered from them, and projects the
+joints with the stored intrinsics. So every joint of a hand with MANO labels is valid and its 2D
+position is where the generator drew it, even where the source annotation had lost the joint.
 
 `index.json` beside the shards lists, per sample, the shard file and the byte offset and size
 of each member, so `ShardSource[i]` seeks straight to a sample (no scan, any order), which is
@@ -34,12 +36,13 @@ from PIL import Image
 from ..errors import UserError
 from ..hand_model.mano import SIDES, HandModel
 from ..io import atomic_write_json
+from .readers.common import project
 from .sample import empty_sample
 
 INDEX = "index.json"
 MEMBERS = ("jpg", "cond.png", "json")
 # label JSON fields copied into the sample (all camera frame / pixels)
-LABEL_FIELDS = ("focal", "princpt", "image_size", "mano_valid", "mano_pose", "mano_shape", "mano_transl", "joints2d", "boxes")
+LABEL_FIELDS = ("focal", "princpt", "image_size", "mano_valid", "mano_pose", "mano_shape", "mano_transl", "boxes")
 
 
 def encode_image(image: np.ndarray, fmt: str, quality: int = 95) -> bytes:
@@ -158,6 +161,8 @@ class ShardSource(torch.utils.data.Dataset):
                 sample["verts"][778 * h : 778 * (h + 1)] = out.vertices[0].numpy()
                 sample["joints3d"][21 * h : 21 * (h + 1)] = out.joints[0].numpy()
                 sample["joints_valid"][21 * h : 21 * (h + 1)] = True
+        uv = project(sample["joints3d"], sample["focal"], sample["princpt"])
+        sample["joints2d"] = np.where(sample["joints_valid"][:, None], uv, 0.0).astype(np.float32)
         if self.load_images:
             sample["image"] = np.array(Image.open(io.BytesIO(self.read_member(i, "jpg"))).convert("RGB"))
         return sample
