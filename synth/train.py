@@ -146,9 +146,12 @@ def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.de
 def denoising_loss(parts: Components, controlnet, context: HandTokenContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
     """ControlNet's objective: || eps - eps_theta(z_t, t, c_t, c_f) ||^2 (or v for v-prediction)."""
     vae, unet, scheduler = parts.vae, parts.unet, parts.scheduler
+    if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"the noise scheduler's prediction_type must be 'epsilon' or 'v_prediction', got {scheduler.config.prediction_type!r}")
     with torch.no_grad():
         latents = vae.encode(batch["pixel_values"]).latent_dist.sample(generator) * vae.config.scaling_factor
         text = parts.text_encoder(batch["input_ids"])[0]
+    latents = latents.float()  # noise and noising in float32 even under autocast (sqrt(alpha_bar) ~ 1 rounds in bf16)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, steps)
@@ -237,9 +240,11 @@ class GeneratorTrainer:
             samples = [crop_to_input(reader[i], (self.parts.resolution,) * 2, self.cfg.data.crop_margin) for i in range(t.val_samples)]
             prompts = [self.transform.prompt(s) for s in samples]
             self.controlnet.eval()
-            out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model,
-                                num_inference_steps=t.val_inference_steps, guidance_scale=t.guidance_scale)  # fmt: skip
-            self.controlnet.train()
+            try:
+                out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model,
+                                    num_inference_steps=t.val_inference_steps, guidance_scale=t.guidance_scale)  # fmt: skip
+            finally:
+                self.controlnet.train()
             grid = np.concatenate([np.concatenate([c, g, s["image"]], 1) for c, g, s in zip(out.conditions, out.images, samples)], 0)
             self.writer.add_image("val/condition_generated_real", grid, self.step, dataformats="HWC")
             atomic_save_image(self.run_dir / "images" / f"step_{self.step:08d}.png", grid)
@@ -261,9 +266,12 @@ class GeneratorTrainer:
                 sync = (micro + 1) % accum == 0
                 no_sync = self.net.no_sync if isinstance(self.net, DistributedDataParallel) and not sync else contextlib.nullcontext
                 generator = step_generator(cfg.train.seed, self.step, micro % accum, self.dist.rank, self.device)
-                with no_sync(), autocast(self.device, cfg.train.amp):
-                    loss = denoising_loss(self.parts, self.net, self.context, batch, generator)
-                self.scaler.scale(loss / accum).backward()
+                # the hand mask stays set through backward: gradient checkpointing re-runs the
+                # attention there, and it must be the biased attention of the forward
+                with self.context.use(batch["hand_mask"]):
+                    with no_sync(), autocast(self.device, cfg.train.amp):
+                        loss = denoising_loss(self.parts, self.net, self.context, batch, generator)
+                    self.scaler.scale(loss / accum).backward()
                 window["loss"].append(loss.detach())
                 micro += 1
                 if not sync:

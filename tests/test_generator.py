@@ -51,6 +51,19 @@ def test_fusion_off_is_exactly_diffusers_controlnet(components):
     assert not torch.allclose(fused[0], reference[0])  # the fusion does act
 
 
+def test_undetached_maps_refuse_gradient_checkpointing():
+    net = tiny_components(seed=0).controlnet
+    net.enable_gradient_checkpointing()
+    net.set_fusion(fusion_detach=False)
+    x, ctx, cond = _inputs()
+    with pytest.raises(ValueError, match="fusion_detach=False does not work with gradient checkpointing"):
+        net(x, 10, ctx, cond, return_dict=False)
+    assert len(_run(net, x, ctx, cond)) == len(net.controlnet_down_blocks) + 1  # no gradients, no recomputation: fine
+    net.set_fusion(fusion_detach=True)
+    down, mid = net(x, 10, ctx, cond, return_dict=False)
+    mid.sum().backward()
+
+
 def test_fusion_is_a_spatial_matrix_product():
     torch.manual_seed(0)
     f = torch.randn(2, 5, 4, 3)

@@ -113,3 +113,27 @@ def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, pro
     assert all(torch.equal(ranks[0][k], ranks[1][k]) and torch.equal(ranks[0][k], saved[k]) for k in saved)
     seen = [set(json.loads((run / f"rank{r}.json").read_text())["samples"]) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_root, mano_dir):
+    """Checkpointed blocks re-run their attention in backward: the hand bias must still be set
+    then (it was not, and backward failed), and the result must equal the plain run's."""
+    overrides = [
+        f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
+        "train.max_steps=2", "train.ckpt_every=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1",
+        "train.device=cpu", "optim.lr=1e-3", "model.hand_bias=2.0", "model.hand_bias_targets=both",
+    ]  # fmt: skip
+    weights = {}
+    for checkpointing in (False, True):
+        run = tmp_path / str(checkpointing)
+        cfg = load_config(GeneratorExperiment, None, [*overrides, f"out={run}", f"model.gradient_checkpointing={str(checkpointing).lower()}"])
+        trainer = GeneratorTrainer(cfg, progress=False)
+        trainer.fit()
+        weights[checkpointing] = {k: v.detach().clone() for k, v in trainer.controlnet.state_dict().items()}
+        trainer.close()
+    assert weights[True].keys() == weights[False].keys()
+    moved = 0
+    for key, value in weights[False].items():
+        torch.testing.assert_close(weights[True][key], value, rtol=1e-5, atol=1e-6)
+        moved += int(key.startswith("controlnet_down_blocks") and value.abs().sum() > 0)
+    assert moved  # the zero convolutions did train

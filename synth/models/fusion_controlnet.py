@@ -215,6 +215,9 @@ class FusionControlNetModel(ControlNetModel):
         """ControlNetModel.forward (same arguments and outputs), with the fusion if configured."""
         if not self.config.get("structural_fusion", False):
             return super().forward(sample, *args, **kwargs)
+        if self.is_gradient_checkpointing and not self.config.fusion_detach and torch.is_grad_enabled():
+            # the capture hooks are gone when backward recomputes the checkpointed blocks
+            raise ValueError("fusion_detach=False does not work with gradient checkpointing; set fusion_detach=True or turn checkpointing off")
         with self._fusion(tuple(sample.shape[-2:])):
             return super().forward(sample, *args, **kwargs)
 
