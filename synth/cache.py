@@ -138,14 +138,23 @@ def plan(job: CacheJob, hand_model: HandModel) -> dict:
     }
 
 
-def load_or_plan(job: CacheJob, hand_model: HandModel, is_main: bool, barrier: Callable[[], None]) -> dict:
-    """The folder's manifest, written by rank 0 on the first run; a different job is refused."""
+def wait_until(ready: Callable[[], bool], poll_s: float = 2.0) -> None:
+    """Block until `ready()`: the ranks of a cache job meet through the files they write, not
+    collective calls, so a rank with more shards (or rank 0 planning a long job) never runs
+    into a process-group timeout; torchrun stops the waiting ranks if another rank fails."""
+    while not ready():
+        time.sleep(poll_s)
+
+
+def load_or_plan(job: CacheJob, hand_model: HandModel, is_main: bool, poll_s: float = 2.0) -> dict:
+    """The folder's manifest, written by rank 0 on the first run (the other ranks wait for the
+    file); a different job is refused."""
     out = Path(job.out)
     path = out / MANIFEST
     if is_main and not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, plan(job, hand_model))
-    barrier()
+    wait_until(path.is_file, poll_s)
     manifest = json.loads(path.read_text())
     expected = (_job_hash(job), generator_hash(job))
     if (manifest["job_hash"], manifest["generator_hash"]) != expected:
@@ -158,6 +167,11 @@ def load_or_plan(job: CacheJob, hand_model: HandModel, is_main: bool, barrier: C
 
 def shard_path(out: Path, j: int) -> Path:
     return out / f"shard-{j:06d}.tar"
+
+
+def finished(out: Path, j: int) -> bool:
+    """Shard j is complete: its marker (written after the tar's rename) and its tar exist."""
+    return done_path(out, j).is_file() and shard_path(out, j).is_file()
 
 
 def done_path(out: Path, j: int) -> Path:
@@ -216,28 +230,25 @@ class CacheWriter:
 
 def run(job: CacheJob, progress: bool = True) -> dict:
     """Plan (or reload) the job, generate this rank's unfinished shards, index when all are done."""
-    from handrecon.engine.distributed import barrier, init_distributed, pick_device, shutdown_distributed
+    from handrecon.engine.distributed import dist_info, pick_device
 
     if job.filter.name not in FILTERS:
         raise UserError(f"filter.name must be one of {sorted(FILTERS)}, got {job.filter.name!r}")
     if not job.mano_dir:
         raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
-    device = pick_device(job.device)
-    dist = init_distributed(device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
+    device, dist = pick_device(job.device), dist_info()  # no process group: see wait_until
     hand_model = HandModel(job.mano_dir)
-    manifest = load_or_plan(job, hand_model, dist.is_main, lambda: barrier(dist))
+    manifest = load_or_plan(job, hand_model, dist.is_main)
     out = Path(job.out)
     shards = -(-manifest["num"] // manifest["shard_size"])
-    mine = [j for j in range(shards) if j % dist.world_size == dist.rank and not done_path(out, j).is_file()]
+    mine = [j for j in range(shards) if j % dist.world_size == dist.rank and not finished(out, j)]
     writer = CacheWriter(job, hand_model, device) if mine else None
     tb = None
     if dist.is_main and mine:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(out / "tb")
-    done_before = sum(done_path(out, j).is_file() for j in range(shards))
+    done_before = sum(finished(out, j) for j in range(shards))
     with tqdm(total=len(mine) * job.shard_size, desc=f"cache rank {dist.rank}", unit="sample", disable=not progress) as bar:
         for j in mine:
             stats = writer.shard(manifest, j)
@@ -246,16 +257,13 @@ def run(job: CacheJob, progress: bool = True) -> dict:
                 tb.add_scalar("cache/samples_per_s", stats["planned"] / stats["seconds"], j)
     if tb is not None:
         tb.close()
-    barrier(dist)
     summary = {"shards": shards, "done_before": done_before, "generated_by_this_rank": len(mine)}
-    if dist.is_main:
-        finished = [json.loads(done_path(out, j).read_text()) for j in range(shards) if done_path(out, j).is_file()]
-        if len(finished) == shards:
-            build_index(out)
-            summary.update(
-                written=sum(s["written"] for s in finished), rejected=sum(s["rejected"] for s in finished),
-                samples_per_s=sum(s["planned"] for s in finished) / max(sum(s["seconds"] for s in finished), 1e-9),
-            )  # fmt: skip
-    barrier(dist)
-    shutdown_distributed()
+    if dist.is_main:  # the other ranks are done once their shards are
+        wait_until(lambda: all(finished(out, j) for j in range(shards)))
+        stats = [json.loads(done_path(out, j).read_text()) for j in range(shards)]
+        build_index(out)
+        summary.update(
+            written=sum(s["written"] for s in stats), rejected=sum(s["rejected"] for s in stats),
+            samples_per_s=sum(s["planned"] for s in stats) / max(sum(s["seconds"] for s in stats), 1e-9),
+        )  # fmt: skip
     return summary

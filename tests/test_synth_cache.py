@@ -38,18 +38,21 @@ def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_
     manifest = json.loads((out / "manifest.json").read_text())
     keys = [s["key"] for s in manifest["samples"]]
     assert len(keys) == 8 and len(list(out.glob("shard-*.tar"))) == 4
-    # a job killed mid-way: shards 1 and 3 unfinished (3 without its tar, 1 with a stale temp file), no index yet
+    # a job killed mid-way: shards 1 and 3 unfinished (3 without its tar, 1 with a stale temp file),
+    # shard 2's tar lost after its marker was written, no index yet
     before = {j: shard_path(out, j).read_bytes() for j in (0, 2)}
     markers = {j: done_path(out, j).read_bytes() for j in (0, 2)}
     for j in (1, 3):
         done_path(out, j).unlink()
     shard_path(out, 3).unlink()
+    shard_path(out, 2).unlink()
     (out / "shard-000001.tar.tmp").write_bytes(b"partial")
     (out / "index.json").unlink()
     again = _cache(_args(out, mano_dir, procedural_root), ranks=2)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(again.stdout[again.stdout.index("{") :])["done_before"] == 2
-    assert all(shard_path(out, j).read_bytes() == before[j] and done_path(out, j).read_bytes() == markers[j] for j in (0, 2))
+    assert json.loads(again.stdout[again.stdout.index("{") :])["done_before"] == 1
+    assert shard_path(out, 0).read_bytes() == before[0] and done_path(out, 0).read_bytes() == markers[0]  # untouched
+    assert shard_path(out, 2).read_bytes() == before[2]  # made again from the same plan and seeds
     source = ShardSource(out, hand_model)
     assert sorted(source.ids) == keys  # every planned sample exactly once
     # labels are the crop of the planned source sample at the generation size
@@ -66,11 +69,11 @@ def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_
 def test_a_folder_refuses_another_job(tmp_path, mano_dir, procedural_root, hand_model):
     job = CacheJob(out=str(tmp_path), num=4, mano_dir=str(mano_dir), dataset="procedural")
     job.labels.root = str(procedural_root)
-    first = load_or_plan(job, hand_model, True, lambda: None)
-    assert load_or_plan(job, hand_model, True, lambda: None) == first  # same job: the same plan
+    first = load_or_plan(job, hand_model, True)
+    assert load_or_plan(job, hand_model, True) == first  # same job: the same plan
     job.seed = 1
     with pytest.raises(UserError, match="cached with another job or generator"):
-        load_or_plan(job, hand_model, True, lambda: None)
+        load_or_plan(job, hand_model, True)
 
 
 def test_mask_edge_filter_keeps_images_showing_the_outline():

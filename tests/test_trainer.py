@@ -286,3 +286,19 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedur
     assert alone.keys() == metrics[0].keys()
     for key, value in alone.items():
         assert metrics[0][key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+
+
+def test_each_torchrun_rank_gets_its_own_gpu(monkeypatch):
+    from handrecon.engine.distributed import dist_info, pick_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("RANK", "7")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert pick_device("cuda") == torch.device("cuda", 3)  # not cuda:0 on every rank
+    assert pick_device("cuda:1") == torch.device("cuda", 1)  # an explicit index is kept
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto") == (torch.device("cuda", 3) if torch.cuda.is_available() else torch.device("cpu"))
+    assert (dist_info().rank, dist_info().world_size, dist_info().local_rank) == (7, 8, 3)
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert pick_device("cuda") == torch.device("cuda", 0) and not dist_info().enabled

@@ -27,27 +27,37 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this rank's GPU when CUDA is present, else the CPU; anything else as given."""
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """'auto' -> this rank's GPU when CUDA is present, else the CPU; 'cuda' -> this rank's GPU;
+    anything else as given. This rank's GPU is `local_rank`, by default torchrun's LOCAL_RANK
+    (0 without torchrun), so the ranks of one machine never share a GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank)
     return device
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun process group if this process was launched by torchrun."""
+def dist_info() -> DistInfo:
+    """This process's rank among torchrun's processes (rank 0 of 1 without torchrun)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group if this process was launched by torchrun; `device` is
+    this rank's (see `pick_device`)."""
+    info = dist_info()
+    if not info.enabled:
+        return info
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend, rank=info.rank, world_size=world_size)
+        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
     return info
 
 

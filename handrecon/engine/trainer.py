@@ -77,8 +77,6 @@ def start_run(run_dir: Path, device: str, amp: str, mano_dir: str, resume: bool)
     """The checks and process-group set-up every training run starts with."""
     device_ = pick_device(device)
     dist = init_distributed(device_)
-    if device_.type == "cuda" and dist.enabled:
-        device_ = torch.device("cuda", dist.local_rank)
     if amp == "fp16" and device_.type != "cuda":
         raise UserError(f"train.amp=fp16 needs a CUDA device (device is {device_}); use bf16 or off")
     if not resume and ckpt.list_checkpoints(run_dir):
