@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the target folder, then os.replace.
 
-A reader never sees a half-written file, and a killed job leaves at worst a stray *.tmp.
+A reader never sees a half-written file, and a killed job leaves at worst a stray *.tmp. The
+data are flushed to disk before the rename and the rename before returning, so a marker written
+after a file (the cache's shard markers) never outlives that file's contents, even on power loss.
 """
 from __future__ import annotations
 
@@ -23,11 +25,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

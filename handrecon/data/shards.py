@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..hand_model.mano import SIDES, HandModel
-from ..io import atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json
 from .readers.common import project
 from .sample import empty_sample
 
@@ -63,16 +63,12 @@ def write_shard(path: str | os.PathLike, records: Iterable[tuple[str, bytes, byt
     """Write (key, jpg bytes, condition png bytes, labels) records as one tar, atomically."""
     import webdataset as wds
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        writer = wds.TarWriter(fh, encoder=False, mtime=0.0)  # fixed mtime: identical bytes on rerun
-        for key, jpg, cond, labels in records:
-            writer.write({"__key__": key, "jpg": jpg, "cond.png": cond, "json": json.dumps(labels).encode()})
-        writer.close()
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()  # a shard is a few hundred images: built in memory, written atomically
+    writer = wds.TarWriter(buf, encoder=False, mtime=0.0)  # fixed mtime: identical bytes on rerun
+    for key, jpg, cond, labels in records:
+        writer.write({"__key__": key, "jpg": jpg, "cond.png": cond, "json": json.dumps(labels).encode()})
+    writer.close()
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def scan_shard(path: Path) -> list[dict]:
