@@ -67,6 +67,13 @@ class CacheJob:
     device: str = "auto"
     filter: FilterConfig = field(default_factory=FilterConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("num", "shard_size", "batch_size", "inference_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.filter.name not in FILTERS:
+            raise ValueError(f"filter.name must be one of {sorted(FILTERS)}, got {self.filter.name!r}")
+
 
 # ---------------------------------------------------------------------------------- filters
 def _mask_edges(image: np.ndarray, condition: np.ndarray, threshold: float) -> tuple[bool, float]:
@@ -107,6 +114,8 @@ def _job_hash(job: CacheJob) -> str:
 def plan(job: CacheJob, hand_model: HandModel) -> dict:
     """The manifest (see the module docstring); pure function of the job and its inputs."""
     source = build_source(job.labels, hand_model, load_images=False)
+    if len(source) == 0:
+        raise UserError(f"the label source {job.labels.root} ({job.labels.kind}, split {job.labels.split}) has no samples")
     rng = np.random.default_rng(job.seed)
     picks = rng.integers(0, len(source), size=job.num)
     seeds = rng.integers(0, 2**31 - 1, size=job.num)
@@ -206,7 +215,14 @@ class CacheWriter:
         size = (self.resolution, self.resolution)
         for b in range(0, len(rows), job.batch_size):
             batch = rows[b : b + job.batch_size]
-            crops = [crop_to_input(self.source[r["source_index"]], size, job.crop_margin) for r in batch]
+            samples = [self.source[r["source_index"]] for r in batch]
+            for row, sample in zip(batch, samples):
+                if str(sample["sample_id"]) != row["source_id"]:
+                    raise UserError(
+                        f"{out / MANIFEST}: sample {row['key']} was planned from label sample {row['source_id']} at index "
+                        f"{row['source_index']}, which now holds {sample['sample_id']}: the label source changed; use another --out"
+                    )
+            crops = [crop_to_input(sample, size, job.crop_margin) for sample in samples]
             gen = self.pipe.generate([r["prompt"] for r in batch], [r["seed"] for r in batch], samples=crops, hand_model=self.hand_model,
                                      num_inference_steps=job.inference_steps, guidance_scale=job.guidance_scale)  # fmt: skip
             for row, crop, image, cond in zip(batch, crops, gen.images, gen.conditions):
@@ -232,8 +248,10 @@ def run(job: CacheJob, progress: bool = True) -> dict:
     """Plan (or reload) the job, generate this rank's unfinished shards, index when all are done."""
     from handrecon.engine.distributed import dist_info, pick_device
 
-    if job.filter.name not in FILTERS:
-        raise UserError(f"filter.name must be one of {sorted(FILTERS)}, got {job.filter.name!r}")
+    for name in ("base", "controlnet"):  # before the manifest records a hash over a mistyped path
+        folder = getattr(job, name)
+        if folder and folder != "tiny" and not Path(folder).is_dir():
+            raise UserError(f"{name}: no folder at {folder}")
     if not job.mano_dir:
         raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
     device, dist = pick_device(job.device), dist_info()  # no process group: see wait_until

@@ -76,6 +76,32 @@ def test_a_folder_refuses_another_job(tmp_path, mano_dir, procedural_root, hand_
         load_or_plan(job, hand_model, True)
 
 
+def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural_root, hand_model):
+    from synth.cache import run
+
+    for bad, message in (({"shard_size": 0}, "shard_size must be a positive integer"), ({"batch_size": -1}, "batch_size must be")):
+        with pytest.raises(ValueError, match=message):
+            CacheJob(**bad)
+    job = CacheJob(out=str(tmp_path / "typo"), num=4, mano_dir=str(mano_dir), dataset="procedural", controlnet=str(tmp_path / "nope"))
+    job.labels.root = str(procedural_root)
+    with pytest.raises(UserError, match="controlnet: no folder at"):
+        run(job, progress=False)
+    assert not (tmp_path / "typo").exists()  # no manifest hashed over the mistyped path
+
+
+def test_a_changed_label_source_is_refused(tmp_path, mano_dir, procedural_root, hand_model):
+    from synth.cache import MANIFEST, run
+
+    job = CacheJob(out=str(tmp_path), num=2, shard_size=2, batch_size=2, inference_steps=1, device="cpu", mano_dir=str(mano_dir), dataset="procedural")
+    job.labels.root = str(procedural_root)
+    manifest = load_or_plan(job, hand_model, True)
+    manifest["samples"][1]["source_id"] = "not-that-sample"  # as if the dataset on disk had been reordered
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="the label source changed"):
+        run(job, progress=False)
+    assert not shard_path(tmp_path, 0).exists()
+
+
 def test_mask_edge_filter_keeps_images_showing_the_outline():
     cond = np.zeros((32, 32, 3), np.uint8)
     cond[8:24, 8:24] = 200
