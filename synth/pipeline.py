@@ -17,7 +17,14 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionControlNetPipeline
 
-from .attention import HAND_BIAS_TARGETS, HandTokenContext, install_hand_bias, remove_hand_bias
+from .attention import (
+    HAND_BIAS_TARGETS,
+    HandBiasAttnProcessor,
+    HandTokenContext,
+    attention_layers,
+    install_hand_bias,
+    remove_hand_bias,
+)
 from .condition import condition_from_samples, to_control_tensor
 
 # Loggers that warn on every prompt longer than the text encoder's 77 tokens. The pipeline
@@ -56,7 +63,10 @@ class SesaHandPipeline(StableDiffusionControlNetPipeline):
                  image_encoder=None, requires_safety_checker: bool = False):  # fmt: skip
         super().__init__(vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker, feature_extractor, image_encoder,
                          requires_safety_checker)  # fmt: skip
-        self.hand_context = HandTokenContext()
+        # bias processors already on the models (a training run's) keep their context: share it
+        installed = [m.processor.context for net in (unet, controlnet) for m in attention_layers(net, "cross").values()
+                     if isinstance(m.processor, HandBiasAttnProcessor)]  # fmt: skip
+        self.hand_context = installed[0] if installed else HandTokenContext()
         self._finder = None
 
     def set_hand_bias(self, alpha: float = 2.0, targets: str = "both", bias_uncond: bool = False) -> None:
@@ -92,6 +102,8 @@ class SesaHandPipeline(StableDiffusionControlNetPipeline):
         labels of `samples` (rendered with `hand_model`) or on a given (B, H, W, 3) `condition` in
         [0, 1]. `call_kwargs` go to the parent's ``__call__`` (num_inference_steps,
         guidance_scale, ...)."""
+        if call_kwargs.get("num_images_per_prompt", 1) != 1:
+            raise ValueError("generate() makes one image per prompt and seed: repeat a prompt with other seeds for more")
         texts = [p["prompt"] if isinstance(p, Mapping) else str(p) for p in prompts]
         if len(seeds) != len(texts):
             raise ValueError(f"one seed per prompt: got {len(seeds)} seeds for {len(texts)} prompts")

@@ -233,8 +233,7 @@ class GeneratorTrainer:
 
             t = self.cfg.train
             parts = self.parts.as_dict() | {"scheduler": DDIMScheduler.from_config(self.parts.scheduler.config)}
-            pipe = SesaHandPipeline(**parts)
-            pipe.hand_context = self.context  # the processors installed for training read this context
+            pipe = SesaHandPipeline(**parts)  # shares the context of the processors installed for training
             pipe.set_progress_bar_config(disable=True)
             reader = build_source(SourceConfig(self.cfg.data.kind, self.cfg.data.root, self.cfg.data.split), self.hand_model)
             samples = [crop_to_input(reader[i], (self.parts.resolution,) * 2, self.cfg.data.crop_margin) for i in range(t.val_samples)]

@@ -142,3 +142,19 @@ def test_a_seed_reproduces_its_sample(pipeline, procedural_root, hand_model):
     assert first.hand_columns == pipeline.hand_columns(first.prompts) and first.hand_columns[1]
     with pytest.raises(ValueError, match="one seed per prompt"):
         pipeline.generate(prompts, [1], **kw)
+
+
+def test_a_pipeline_shares_the_context_of_installed_bias_processors(procedural_root, hand_model):
+    from synth.attention import HandTokenContext, install_hand_bias
+
+    parts = tiny_components(seed=0)
+    context = HandTokenContext()
+    install_hand_bias(parts.unet, context, 2.0)
+    install_hand_bias(parts.controlnet, context, 2.0)
+    pipe = SesaHandPipeline(**parts.as_dict())
+    assert pipe.hand_context is context  # generate() sets the masks those processors read
+    assert SesaHandPipeline(**tiny_components(seed=0).as_dict()).hand_context is not context
+    pipe.set_progress_bar_config(disable=True)
+    sample = crop_to_input(create_reader("ih26m", procedural_root, "test", hand_model)[0], (64, 64))
+    with pytest.raises(ValueError, match="one image per prompt and seed"):
+        pipe.generate(["two hands"], [1], samples=[sample], hand_model=hand_model, num_images_per_prompt=2)
