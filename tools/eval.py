@@ -56,6 +56,7 @@ def _reader_options(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from handrecon import metrics
     from handrecon.data.augment import FRAMINGS
+    from handrecon.data.readers.interhand import SUBSETS
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
     source = parser.add_mutually_exclusive_group(required=True)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument(
         "--subset",
-        choices=["all", "human_annot"],
+        choices=SUBSETS,
         default=None,
         help="InterHand2.6M-format data: 'human_annot' (default for --dataset ih26m, InterWild's test set: the ids in "
         "aid_human_annot_<split>.txt) or 'all' (human + machine annotations; the default for procedural data)",
