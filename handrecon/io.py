@@ -7,21 +7,24 @@ after a file (the cache's shard markers) never outlives that file's contents, ev
 from __future__ import annotations
 
 import io
+import errno
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .errors import UserError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically, creating parent folders. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -29,10 +32,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder `path` (with its parents) and write and remove a probe file in it, so a
+    tool finds an unusable output folder before its long work, not after. A failure is a
+    UserError naming the folder and the system's reason."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = _create_temp(path / ".write-probe")
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable: {exc.strerror or exc}") from exc
+    return path
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, unique temporary file beside `path`, created like open() creates files (mode 0o666
+    less the process umask; tempfile.mkstemp would make it 0o600, unreadable to the group)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync_dir(folder: Path) -> None:
