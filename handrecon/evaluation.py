@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import UserError
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text
+from .metrics import check_finite
 
 # dataset name -> (reader name, MRRPE sample-selection policy of its protocol)
 DATASETS = {
@@ -82,25 +83,36 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
     Fields: `sample_ids` (N,), `verts` (N, 1556, 3) metres, right hand first, camera frame of
     the annotation; optional `rel_trans` (N, 3) left-minus-right wrist offset in metres.
     Missing ids are an error listing a few of them; so are extra ids unless `allow_extra`
-    (scoring a subset of the split the predictions cover).
+    (scoring a subset of the split the predictions cover). Dtypes are checked before anything
+    else (pickled object arrays are refused), and NaN or infinite values are an error naming the
+    field and the sample ids: they must never reach the metrics, where they would improve scores.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictions file not found: {path}")
     try:
-        data = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as npz:
+            found = npz.files
+            data = {key: _prediction_array(npz, key, path) for key in found if key in _PREDICTION_DTYPES}
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"{path}: not a readable .npz ({exc})") from exc
     for key in ("sample_ids", "verts"):
         if key not in data:
-            raise UserError(f"{path}: missing field '{key}' (found: {', '.join(data.files)})")
+            raise UserError(f"{path}: missing field '{key}' (found: {', '.join(found)})")
+    if data["sample_ids"].ndim != 1:
+        raise UserError(f"{path}: field 'sample_ids' must have shape (N,), got {data['sample_ids'].shape}")
     ids = [str(x) for x in data["sample_ids"].tolist()]
     verts = data["verts"]
     if verts.ndim != 3 or verts.shape[1:] != (1556, 3) or verts.shape[0] != len(ids):
         raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, 1556, 3), got {verts.shape}")
+    if "rel_trans" in data and data["rel_trans"].shape != (len(ids), 3):
+        raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {data['rel_trans'].shape}")
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise UserError(f"{path}: duplicate sample ids: {_listing(dup)}")
+    check_finite(data, ids, where=str(path))
     position = {sid: k for k, sid in enumerate(ids)}
     missing = [sid for sid in sample_ids if sid not in position]
     wanted = set(sample_ids)
@@ -110,13 +122,26 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
     if extra and not allow_extra:
         raise UserError(f"{path}: predictions for {len(extra)} id(s) not in the split: {_listing(extra)}")
     order = np.array([position[sid] for sid in sample_ids])
-    out = {"verts": verts[order].astype(np.float64)}
-    if "rel_trans" in data:
-        rel = data["rel_trans"]
-        if rel.shape != (len(ids), 3):
-            raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {rel.shape}")
-        out["rel_trans"] = rel[order].astype(np.float64)
-    return out
+    return {key: data[key][order].astype(np.float64) for key in ("verts", "rel_trans") if key in data}
+
+
+# field -> numpy dtype kinds it may have (U/S: strings, i/u: integers, f: floats)
+_PREDICTION_DTYPES = {"sample_ids": "USiu", "verts": "f", "rel_trans": "f"}
+
+
+def _prediction_array(npz, key: str, path: Path) -> np.ndarray:
+    """One field of a predictions .npz, its dtype checked before anything uses it."""
+    try:
+        array = npz[key]
+    except ValueError as exc:  # object arrays (pickled) are refused by allow_pickle=False
+        raise UserError(f"{path}: field '{key}' is a pickled object array; store it as {_dtype_words(key)} ({exc})") from exc
+    if array.dtype.kind not in _PREDICTION_DTYPES[key]:
+        raise UserError(f"{path}: field '{key}' has dtype {array.dtype}; it must hold {_dtype_words(key)}")
+    return array
+
+
+def _dtype_words(key: str) -> str:
+    return "strings or integers" if key == "sample_ids" else "floating-point numbers (metres)"
 
 
 def file_sha256(path: str | Path) -> str:

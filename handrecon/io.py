@@ -6,8 +6,8 @@ after a file (the cache's shard markers) never outlives that file's contents, ev
 """
 from __future__ import annotations
 
-import io
 import errno
+import io
 import json
 import os
 import secrets

@@ -93,6 +93,8 @@ from typing import Callable, Iterator, Union
 import numpy as np
 import torch
 
+from .errors import UserError
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Stats = dict[str, np.ndarray]
 Aggregator = Callable[[Stats], dict[str, np.ndarray]]
@@ -104,6 +106,42 @@ WRIST, MIDDLE_MCP = 0, 9
 HAND_TYPE_CODES = {"right": 0, "left": 1, "interacting": 2}
 INTERACTING = HAND_TYPE_CODES["interacting"]
 CHUNK = 256  # samples per pass in `evaluate`: bounded memory and cache-sized arrays
+
+
+# --- input checks -------------------------------------------------------------------------------
+PREDICTION_KEYS = ("verts", "rel_trans", "joints3d")
+
+
+class NonFinitePredictionError(UserError, ValueError):
+    """Predictions hold NaN or infinite values. Never scored: a non-finite value would drop out of
+    the means as if its hand had no ground truth and so *improve* the score."""
+
+
+def nonfinite_samples(pred: dict) -> dict[str, np.ndarray]:
+    """Per prediction array of `pred` (`PREDICTION_KEYS`), the indices of the samples with a NaN
+    or infinite value; arrays without one are left out."""
+    out = {}
+    for key in PREDICTION_KEYS:
+        if key in pred:
+            x = torch.as_tensor(pred[key])
+            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1) if x.is_floating_point() else torch.zeros(len(x), dtype=torch.bool)
+            if bad.any():
+                out[key] = bad.nonzero()[:, 0].cpu().numpy()
+    return out
+
+
+def check_finite(pred: dict, sample_ids=None, where: str = "predictions") -> None:
+    """Raise `NonFinitePredictionError` naming the arrays and samples (ids, else indices) where
+    `pred` has NaN or infinite values."""
+    bad = nonfinite_samples(pred)
+    if not bad:
+        return
+    parts = []
+    for key, rows in bad.items():
+        names = [str(sample_ids[i]) if sample_ids is not None else str(i) for i in rows[:5]]
+        more = f", ... ({len(rows)} in all)" if len(rows) > 5 else ""
+        parts.append(f"'{key}' of {len(rows)} sample(s): {', '.join(names)}{more}")
+    raise NonFinitePredictionError(f"{where}: NaN or infinite values in " + "; ".join(parts))
 
 
 # --- conversions --------------------------------------------------------------------------------
@@ -561,7 +599,8 @@ def evaluate(
     separately predicted relative translation); optional `joints3d` (N, 42, 3) m (InterWild MPJPE).
     gt: `verts`, `mesh_valid` (N, 2), `joints3d` (N, 42, 3) m, `joints_valid` (N, 42), `hand_type`
     (N,) 'right' / 'left' / 'interacting'. dataset: a key of `DATASET_RULES`. Regressors
-    (2, 21, 778), or taken from `hand_model`.
+    (2, 21, 778), or taken from `hand_model`. Every prediction value must be finite: NaN or
+    infinity anywhere is a `NonFinitePredictionError` naming the arrays and sample indices.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
@@ -575,6 +614,7 @@ def evaluate(
     _shape_check("regressors", regs, (2, NUM_JOINTS, NUM_VERTS))
     proto, rules = PROTOCOLS[protocol], DATASET_RULES[dataset]
     p, g, n = _inputs(pred, gt)
+    check_finite(p, where="predictions (sample indices)")
     if n == 0:
         raise ValueError("evaluate needs at least one sample")
     parts = [proto.per_sample(_chunk(p, a, a + CHUNK), _chunk(g, a, a + CHUNK), rules, regs) for a in range(0, n, CHUNK)]
@@ -654,12 +694,15 @@ __all__ = [
     "DatasetRules",
     "DIRProtocol",
     "EvalResult",
+    "NonFinitePredictionError",
+    "PREDICTION_KEYS",
     "InterWildProtocol",
     "as_f64",
     "bone_scale",
     "bootstrap_ci",
     "bootstrap_distribution",
     "bootstrap_indices",
+    "check_finite",
     "evaluate",
     "gt_joint_targets",
     "gt_relative_translation",
@@ -671,6 +714,7 @@ __all__ = [
     "mpvpe_per_hand",
     "mrrpe_per_sample",
     "nanmean",
+    "nonfinite_samples",
     "register_dataset_rules",
     "register_protocol",
     "regressors_of",

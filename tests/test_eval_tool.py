@@ -122,3 +122,51 @@ def test_ih26m_is_scored_on_its_human_annotated_subset(data, tmp_path):
     assert reports["all"]["provenance"]["num_samples"] == len(gt.sample_ids)
     rows = list(csv.DictReader(open(tmp_path / "human" / "per_sample.csv")))
     assert sorted(r["sample_id"] for r in rows) == sorted(keep)
+
+
+def test_a_nan_vertex_is_an_error_not_a_better_score(data, tmp_path):
+    """Non-finite values used to drop out of the means as 'no ground truth' and improve MPVPE."""
+    root, gt = data
+    verts = gt.verts.copy()
+    verts[3, 100] = np.nan
+    out = _run(root, _save(tmp_path / "nan.npz", gt.sample_ids, verts), "--out", str(tmp_path / "r"))
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith("error:") and "'verts' of 1 sample(s): " + gt.sample_ids[3] in line
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("case", ["whole sample nan", "inf vertex", "nan rel_trans"])
+def test_nonfinite_predictions_name_the_field_and_samples(data, tmp_path, case):
+    from handrecon.evaluation import load_predictions
+    from handrecon.metrics import NonFinitePredictionError
+
+    _, gt = data
+    verts, rel = gt.verts.copy(), np.zeros((len(gt.sample_ids), 3))
+    field, rows = ("rel_trans", [1, 4]) if case == "nan rel_trans" else ("verts", [2, 5])
+    for i in rows:
+        if case == "whole sample nan":
+            verts[i] = np.nan
+        elif case == "inf vertex":
+            verts[i, 1500, 2] = -np.inf
+        else:
+            rel[i, 0] = np.nan
+    path = _save(tmp_path / "bad.npz", gt.sample_ids, verts, rel_trans=rel)
+    with pytest.raises(NonFinitePredictionError) as err:
+        load_predictions(path, gt.sample_ids)
+    assert f"'{field}' of 2 sample(s): {gt.sample_ids[rows[0]]}, {gt.sample_ids[rows[1]]}" in str(err.value)
+
+
+def test_prediction_dtypes_are_checked_first(data, tmp_path):
+    from handrecon.errors import UserError
+    from handrecon.evaluation import load_predictions
+
+    _, gt = data
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, sample_ids=np.array(gt.sample_ids, dtype=object), verts=gt.verts)  # pickled object array
+    with pytest.raises(UserError, match="field 'sample_ids' is a pickled object array"):
+        load_predictions(obj, gt.sample_ids)
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, sample_ids=np.array(gt.sample_ids), verts=(gt.verts * 1000).astype(np.int32))
+    with pytest.raises(UserError, match="field 'verts' has dtype int32; it must hold floating-point numbers"):
+        load_predictions(ints, gt.sample_ids)

@@ -1,6 +1,7 @@
 """HandModel: equals smplx, equals a naive LBS, pose formats agree, mirror and rigid motion hold."""
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import types
@@ -194,12 +195,9 @@ def test_reads_chumpy_arrays_without_chumpy(tmp_path, monkeypatch):
     """Official files store some arrays as chumpy objects; they load without chumpy installed."""
     module = types.ModuleType("chumpy.ch")
 
-    class Ch:  # pickles like chumpy's Ch: class reference plus a state dict with 'x'
+    class Ch:  # pickles like chumpy's Ch: class reference (NEWOBJ) plus a state dict with 'x'
         def __init__(self, x):
             self.x = x
-
-        def __reduce__(self):
-            return (object.__new__, (Ch,), {"x": self.x})
 
     Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
     module.Ch = Ch
@@ -231,3 +229,37 @@ def test_to_camera_equals_transforming_the_world_mesh(hand_model, rng):
     orient_cam, transl_cam = hand_model.to_camera("left", p["global_orient"], p["betas"], p["transl"], rot, trans)
     cam = hand_model.hand("left", betas=p["betas"], global_orient=orient_cam, hand_pose=p["hand_pose"], transl=transl_cam).vertices
     torch.testing.assert_close(cam, world @ rot.transpose(1, 2) + trans[:, None], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_mano_files_of_every_pickle_protocol_load(tmp_path, protocol):
+    """The allow-list covers numpy arrays and scalars and scipy.sparse matrices as any protocol
+    writes them (the official files are Python 2 protocol-2 pickles)."""
+    model = build_standin_mano(True)
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(dict(model, bs_style="lbs", scale=np.float64(1.0)), protocol=protocol))
+    loaded = load_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    np.testing.assert_array_equal(loaded["J_regressor"], model["J_regressor"].toarray())
+    np.testing.assert_array_equal(loaded["shapedirs"], model["shapedirs"])
+
+
+class _Payload:
+    """Runs a shell command when unpickled, as a malicious shared file would."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["top level", "inside an array field"])
+def test_a_malicious_mano_pickle_runs_no_code(tmp_path, where):
+    marker = tmp_path / "marker"
+    model = build_standin_mano(True)
+    bad = _Payload(marker) if where == "top level" else dict(model, hands_components=[_Payload(marker)])
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(pickle.dumps(bad, protocol=2))
+    write_standin_mano(tmp_path / "ok")
+    (tmp_path / "MANO_LEFT.pkl").write_bytes((tmp_path / "ok" / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(MANOFileError, match=r"MANO_RIGHT.pkl: not a readable MANO pickle .*refused to load posix\.system"):
+        HandModel(tmp_path)
+    assert not marker.exists()

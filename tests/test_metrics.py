@@ -457,3 +457,18 @@ def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_samples(hand_
     lo_s, hi_s = bootstrap_ci(small, n=400, seed=0)[key]
     assert lo_s < small.summary[key] < hi_s
     assert hi - lo < 0.6 * (hi_s - lo_s)  # 10x the samples: about 1/sqrt(10) the width
+
+
+@pytest.mark.parametrize("protocol", ["interwild", "dir"])
+@pytest.mark.parametrize("key", ["verts", "rel_trans", "joints3d"])
+def test_evaluate_refuses_nonfinite_predictions(hand_model, regs, protocol, key):
+    """A NaN prediction is an error naming the array and sample, never a skipped (better) value."""
+    from handrecon.metrics import NonFinitePredictionError
+
+    n = 6
+    gt = _gt(hand_model, regs, n, 3, hand_types=["interacting"] * n)
+    pred = {"verts": gt["verts"].copy(), "rel_trans": gt["joints3d"][:, 21] - gt["joints3d"][:, 0], "joints3d": gt["joints3d"].copy()}
+    assert evaluate(pred, gt, protocol, dataset="reih", regressors=regs).summary  # finite: scored
+    pred[key][4].flat[2] = np.nan
+    with pytest.raises(NonFinitePredictionError, match=rf"'{key}' of 1 sample\(s\): 4$"):
+        evaluate(pred, gt, protocol, dataset="reih", regressors=regs)

@@ -1,6 +1,7 @@
 """The training loop: schedules, checkpoints, exact resume, mixing, freezing, validation, DDP."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -89,6 +90,78 @@ def test_checkpoints_are_atomic_pruned_and_keep_the_best(tmp_path):
     assert ckpt.BestTracker(tmp_path, "err", "min").step == 2  # persisted
     with pytest.raises(UserError, match="best_metric 'err'"):
         best.update(5, {"other": 1.0})
+
+
+class _Killed(BaseException):
+    """A kill -9 stand-in: nothing in the loop catches it."""
+
+
+@pytest.mark.parametrize("window", ["while writing the checkpoint", "after the checkpoint, before best.json"])
+def test_a_kill_around_a_new_best_leaves_best_json_naming_a_checkpoint(tmp_path, mano_dir, procedural_root, monkeypatch, window):
+    """Every validation improves (metric 10 - step); checkpoints come only from improvements. A
+    kill at step 2 in either window must leave best.json naming a complete checkpoint, and the
+    resumed run finishes with a consistent record."""
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "train.eval_every=1", "train.ckpt_every=100", "train.best_metric=m")
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"m": 10.0 - self.step})
+    save = ckpt.save_checkpoint
+
+    def killed_at_step_2(run_dir, step, *args):
+        if step == 2 and window == "while writing the checkpoint":
+            raise _Killed
+        folder = save(run_dir, step, *args)
+        if step == 2:
+            raise _Killed
+        return folder
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_at_step_2)
+    with pytest.raises(_Killed):
+        _fit(cfg)
+    run = Path(cfg.out)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["step"] == 1 and (run / best["checkpoint"] / "model.safetensors").is_file()
+    assert ckpt.checkpoint_dir(run) == ckpt.step_dir(run, 1)
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    trainer, _ = _fit(cfg, resume=True)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert trainer.step == 3 and best["step"] == 3 and best["value"] == 7.0
+    assert ckpt.checkpoint_dir(run) == ckpt.step_dir(run, 3)
+
+
+def test_a_best_json_naming_a_missing_checkpoint(tmp_path, mano_dir, procedural_root, monkeypatch, capsys):
+    """Left by a kill in an older version: eval refuses the run folder (no silent fall-back to
+    another checkpoint); resume drops the record with a warning and sets a new best."""
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.eval_every=1", "train.best_metric=m")
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"m": 10.0 - self.step})
+    _fit(cfg)
+    run = Path(cfg.out)
+    stale = {"step": 9, "metric": "m", "value": 1.0, "checkpoint": "checkpoints/step_00000009"}
+    (run / "checkpoints" / "best.json").write_text(json.dumps(stale))
+    with pytest.raises(UserError, match=r"best.json names checkpoints/step_00000009 \(step 9\), which has no model.safetensors.*latest is .*step_00000002"):
+        ckpt.checkpoint_dir(run)
+    assert ckpt.checkpoint_dir(ckpt.step_dir(run, 2)) == ckpt.step_dir(run, 2)  # an explicit folder still works
+    (run / "checkpoints" / "best.json").write_text("{not json")
+    with pytest.raises(UserError, match="best.json: not a valid best-checkpoint record"):
+        ckpt.checkpoint_dir(run)
+    (run / "checkpoints" / "best.json").write_text(json.dumps(stale))
+    trainer, _ = _fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=3)), resume=True)
+    assert "step_00000009, which does not exist" in capsys.readouterr().out
+    assert json.loads((run / "checkpoints" / "best.json").read_text())["step"] == 3
+
+
+def test_a_malicious_trainer_state_runs_no_code(tmp_path, mano_dir, procedural_root):
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=1")
+    _fit(cfg)
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = ckpt.step_dir(cfg.out, 1) / ckpt.TRAINER_STATE
+    torch.save({"step": 1, "evil": Payload()}, state)
+    with pytest.raises(UserError, match=r"trainer.pt: refused to load: .*GLOBAL posix.system"):
+        Trainer(cfg, resume=True, progress=False)
+    assert not marker.exists()
 
 
 def test_non_strict_loading_skips_mismatched_tensors(tmp_path):
@@ -228,6 +301,27 @@ def test_train_tool_resume_and_eval_checkpoint_agree(tmp_path, mano_dir, procedu
     for key, value in reported.items():
         assert value == pytest.approx(trained[key], rel=1e-5, nan_ok=True), key
     assert (out / "predictions.npz").is_file()
+
+
+def test_nonfinite_outputs_fail_validation_and_never_become_best(tmp_path, mano_dir, procedural_root):
+    from handrecon.engine.trainer import VAL_FAILED
+
+    val = f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 6, images: 2}}"
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.eval_every=1", val)
+    trainer = Trainer(cfg, progress=False)
+
+    def diverged(module, inputs, out):  # a model that diverged: NaN meshes at evaluation
+        return out if module.training else {**out, "verts": out["verts"] * float("nan")}
+
+    trainer.model.register_forward_hook(diverged)
+    try:
+        metrics = trainer.fit()
+    finally:
+        trainer.close()
+    assert metrics == {VAL_FAILED: 6.0}
+    assert _scalars(cfg.out, f"val/{VAL_FAILED}") == {1: 6.0, 2: 6.0}
+    assert not (Path(cfg.out) / "checkpoints" / "best.json").exists()
+    assert not (Path(cfg.out) / "images").exists()  # no overlays of NaN meshes
 
 
 class _FocalModel(torch.nn.Module):

@@ -17,6 +17,7 @@ never leaves a half-written `step_*`; keep-last-k pruning never removes the best
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 import shutil
@@ -116,24 +117,61 @@ def restore_loop_state(state: dict[str, Any], optimizer, scheduler, scaler, samp
     return state["step"], state["sampler"]["epoch"]
 
 
+def _numpy_array_globals() -> list:
+    """What unpickling numpy's RNG key array (uint32) needs: array reconstruction, nothing else."""
+    multiarray = getattr(np, "_core", np.core).multiarray
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
-    # our own file, holding numpy RNG state and plain python objects
-    return torch.load(ckpt / TRAINER_STATE, map_location="cpu", weights_only=False)
+    """The loop state of a checkpoint: tensors, plain Python values and numpy's RNG key array.
+    Loaded with `weights_only=True`, so a trainer.pt from elsewhere cannot run code."""
+    file = ckpt / TRAINER_STATE
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "but got" in line), lines[-1] if lines else type(exc).__name__)
+        raise UserError(f"{file}: refused to load: it holds objects other than tensors, numbers and arrays ({reason})") from exc
 
 
 def checkpoint_dir(path: str | Path) -> Path:
-    """A checkpoint folder as given, or a run folder's best checkpoint (best.json), else its latest."""
+    """A checkpoint folder as given, or a run folder's best checkpoint (best.json), else (a run
+    without validation) its latest. A best.json naming a missing checkpoint is an error, never a
+    silent fall-back to another checkpoint."""
     path = Path(path)
     if (path / WEIGHTS).is_file():
         return path
     if (path / "checkpoints").is_dir():
         best = path / "checkpoints" / "best.json"
         if best.is_file():
-            folder = path / json.loads(best.read_text())["checkpoint"]
-            if (folder / WEIGHTS).is_file():
-                return folder
+            record = read_best(best)
+            folder = path / record["checkpoint"]
+            if not (folder / WEIGHTS).is_file():
+                found = list_checkpoints(path)
+                latest = f"; the latest is {found[-1]}" if found else ""
+                raise UserError(
+                    f"{best} names {record['checkpoint']} (step {record['step']}), which has no {WEIGHTS}: "
+                    f"give a checkpoint folder instead of the run folder{latest}"
+                )
+            return folder
         return latest_checkpoint(path)
     raise UserError(f"no checkpoint at {path}: give a checkpoint folder (with {WEIGHTS}) or a run folder")
+
+
+def read_best(path: Path) -> dict[str, Any]:
+    """A best.json record, its fields checked."""
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"expected an object, got {type(record).__name__}")
+        for key, kind in (("step", int), ("metric", str), ("value", (int, float)), ("checkpoint", str)):
+            if not isinstance(record.get(key), kind):
+                raise ValueError(f"field '{key}' is missing or of the wrong type ({record.get(key)!r})")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a valid best-checkpoint record ({exc})") from exc
+    return record
 
 
 def weights_file(path: str | Path) -> Path:
@@ -157,14 +195,29 @@ def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) 
 
 
 class BestTracker:
-    """The best checkpoint by one metric, persisted in checkpoints/best.json."""
+    """The best checkpoint by one metric, persisted in checkpoints/best.json.
 
-    def __init__(self, run_dir: str | Path, metric: str, mode: str):
+    best.json is written only after the checkpoint it names is complete (`update` refuses a step
+    without one), so a run killed between the two leaves the previous record. A record naming a
+    missing checkpoint (a run of an older version killed in that window) is dropped when the run
+    is opened with `repair=True`, with a warning; the next validation sets a new best.
+    """
+
+    def __init__(self, run_dir: str | Path, metric: str, mode: str, repair: bool = False):
         if mode not in ("min", "max"):
             raise ValueError(f"best mode must be 'min' or 'max', got {mode!r}")
-        self.path = Path(run_dir) / "checkpoints" / "best.json"
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "checkpoints" / "best.json"
         self.metric, self.mode = metric, mode
-        self.record = json.loads(self.path.read_text()) if self.path.is_file() else None
+        self.record = read_best(self.path) if self.path.is_file() else None
+        if self.record is not None and not (self.run_dir / self.record["checkpoint"] / WEIGHTS).is_file():
+            if repair:
+                print(
+                    f"warning: {self.path} named {self.record['checkpoint']}, which does not exist (a run killed before "
+                    "that checkpoint was written); dropped, the next validation sets the best"
+                )
+                self.path.unlink()
+            self.record = None
 
     def better(self, value: float) -> bool:
         if not np.isfinite(value):
@@ -174,14 +227,21 @@ class BestTracker:
         best = self.record["value"]
         return value < best if self.mode == "min" else value > best
 
-    def update(self, step: int, metrics: dict[str, float]) -> bool:
-        """Record `step` as best if its metric improves; True when it did."""
+    def improves(self, metrics: dict[str, float]) -> bool:
+        """Would `metrics` be the new best?"""
         if self.metric not in metrics:
             raise UserError(f"train.best_metric '{self.metric}' is not among the validation metrics {sorted(metrics)}")
-        value = float(metrics[self.metric])
-        if not self.better(value):
+        return self.better(float(metrics[self.metric]))
+
+    def update(self, step: int, metrics: dict[str, float]) -> bool:
+        """Record `step` as best if its metric improves; True when it did. The step's checkpoint
+        must already be complete."""
+        if not self.improves(metrics):
             return False
-        self.record = {"step": step, "metric": self.metric, "value": value, "checkpoint": step_dir(".", step).as_posix()}
+        folder = step_dir(".", step).as_posix()
+        if not (self.run_dir / folder / WEIGHTS).is_file():
+            raise RuntimeError(f"best.json would name {folder}, which is not written yet: save the checkpoint first")
+        self.record = {"step": step, "metric": self.metric, "value": float(metrics[self.metric]), "checkpoint": folder}
         atomic_write_json(self.path, self.record, indent=1)
         return True
 

@@ -46,6 +46,9 @@ from .distributed import (
 from .optim import build_optimizer, build_scheduler
 from .predict import autocast, predict_dataset
 
+#: The one validation key of a failed validation (non-finite outputs): how many samples had them.
+VAL_FAILED = "failed_nonfinite_samples"
+
 
 class TrainTransform:
     """Per-draw augmentation seeded by (seed, epoch, global index, repeat); picklable for
@@ -138,7 +141,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.step, self.epoch = 0, 0
         self.timing: dict[str, float] = {}  # throughput of the last logging window
-        self.best = ckpt.BestTracker(self.run_dir, cfg.train.best_metric, cfg.train.best_mode)
+        self.best = ckpt.BestTracker(self.run_dir, cfg.train.best_metric, cfg.train.best_mode, repair=self.dist.is_main)
         if resume:
             self._restore(ckpt.latest_checkpoint(self.run_dir))
 
@@ -166,12 +169,16 @@ class Trainer:
         if self.dist.is_main:
             print(f"resumed {path} at step {self.step}")
 
-    def save(self, batches_consumed: int) -> None:
+    def save(self, batches_consumed: int, best_metrics: dict[str, float] | None = None) -> None:
+        """The step's checkpoint; then, with `best_metrics`, best.json naming it (in this order, so
+        best.json never names a checkpoint that a kill left unwritten); then pruning."""
         if not self.dist.is_main:
             return
         state = ckpt.loop_state(self.step, self.optimizer, self.scheduler, self.scaler, self.sampler, batches_consumed)
         state["rng"] = ckpt.rng_state()
         ckpt.save_checkpoint(self.run_dir, self.step, self.model, state, to_yaml(self.cfg))
+        if best_metrics is not None:
+            self.best.update(self.step, best_metrics)
         ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.best.step)
 
     # -- validation ----------------------------------------------------------------------------
@@ -192,7 +199,8 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Metrics of the validation subset, the same on every rank: each rank predicts every
-        world_size-th sample, rank 0 puts the predictions back in order and scores them."""
+        world_size-th sample, rank 0 puts the predictions back in order and scores them. Outputs
+        with NaN or infinite values fail the validation: {VAL_FAILED: number of such samples}."""
         if self.val_reader is None:
             return {}
         from .. import metrics
@@ -219,13 +227,19 @@ class Trainer:
                 joined = np.concatenate([part[key] for part in parts])  # strings widen to the longest
                 pred[key] = np.empty_like(joined)
                 pred[key][order] = joined
-            result = metrics.evaluate(
-                pred, self.val_gt.as_dict(), self.cfg.val.protocol, dataset=self.val_rules, hand_model=self.hand_model
-            )
-            summary = result.summary
+            bad = metrics.nonfinite_samples(pred)
+            if bad:  # a failed validation: logged, never scored (NaNs would drop out and look better)
+                rows = np.unique(np.concatenate(list(bad.values())))
+                summary = {VAL_FAILED: float(len(rows))}
+                ids = ", ".join(str(i) for i in pred["sample_ids"][rows[:5]])
+                tqdm.write(f"validation at step {self.step} failed: NaN or infinite outputs ({', '.join(bad)}) for {len(rows)} sample(s): {ids}")
+            else:
+                summary = metrics.evaluate(
+                    pred, self.val_gt.as_dict(), self.cfg.val.protocol, dataset=self.val_rules, hand_model=self.hand_model
+                ).summary
             for key, value in summary.items():
                 self.writer.add_scalar(f"val/{key}", value, self.step)
-            if self.cfg.val.images:
+            if self.cfg.val.images and not bad:
                 self._log_images(pred["verts"])
         return broadcast_from_main(summary, self.dist)
 
@@ -339,9 +353,9 @@ class Trainer:
                 improved = False
                 if due_eval:
                     metrics, validated_at = self.validate(), self.step
-                    improved = bool(metrics) and self.best.update(self.step, metrics)
+                    improved = bool(metrics) and VAL_FAILED not in metrics and self.best.improves(metrics)
                 if due_ckpt or improved:  # the best step always has a checkpoint
-                    self.save(consumed)
+                    self.save(consumed, metrics if improved else None)
                 if last:
                     break
                 fetched = time.perf_counter()

@@ -69,11 +69,31 @@ class _ChumpyObject:
         raise MANOFileError(f"{path}: field '{key}' is a chumpy expression that cannot be read without chumpy")
 
 
+# What a MANO pickle may reference besides chumpy (mapped to _ChumpyObject): numpy array and
+# scalar reconstruction (numpy 1.x and 2.x module names), scipy.sparse matrices (J_regressor),
+# and the helpers Python 2 pickles use to rebuild such objects. Any other class is refused, so a
+# shared file cannot run code while it loads.
+_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric", "numpy")
+_ALLOWED_GLOBALS = frozenset(
+    [(m, n) for m in _NUMPY_MODULES for n in ("_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer")]
+    + [(m, "_reconstructor") for m in ("copyreg", "copy_reg")]  # Python 3 and 2 names
+    + [(m, "object") for m in ("builtins", "__builtin__")]
+    + [("_codecs", "encode")]
+)
+_SPARSE_CLASSES = ("csc_matrix", "csr_matrix", "coo_matrix", "csc_array", "csr_array", "coo_array")
+
+
 class _ManoUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if module.split(".")[0] == "chumpy":
             return _ChumpyObject
-        return super().find_class(module, name)
+        if (module, name) in _ALLOWED_GLOBALS or (module.startswith("scipy.sparse") and name in _SPARSE_CLASSES):
+            return super().find_class(module, name)
+        if module.startswith("numpy.dtypes") and name.endswith("DType"):  # numpy >= 1.25 dtype classes
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name}: a MANO file holds only numpy arrays, scipy.sparse matrices and chumpy arrays"
+        )
 
 
 def load_mano_file(path: str | Path) -> dict:
