@@ -75,23 +75,39 @@ def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
-        message = f"{exc.strerror or 'file not found'}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        message = f"{exc.strerror or type(exc).__name__}: {where}"
     else:
         message = str(exc) or type(exc).__name__
+    message = _worker_error(message)
     return " ".join(message.split())  # the contract is a single line, whatever the raiser wrote
+
+
+def _worker_error(message: str) -> str:
+    """A DataLoader worker's error arrives as its whole traceback text ("Caught X in DataLoader
+    worker process N. Original Traceback ..."): keep its last line, the error itself."""
+    head, sep, trace = message.partition("Original Traceback (most recent call last):")
+    if not sep:
+        return message
+    last = [line for line in trace.strip().splitlines() if line.strip() and not line.startswith(" ")][-1]
+    name, colon, text = last.partition(": ")
+    where = head.strip().split(" in ", 1)[-1].rstrip(".") if " in " in head else "a DataLoader worker"
+    return f"{text if colon else last} (in {where})"
 
 
 def run_tool(main_fn: Callable[..., int | None], *args: Any, **kwargs: Any) -> NoReturn:
     """Call ``main_fn(*args, **kwargs)`` and exit with its return value (None means 0).
 
-    :class:`UserError` (including :class:`ConfigError`) and :class:`FileNotFoundError` become a
-    single ``error: <message>`` line on stderr and exit status 2; Ctrl-C exits with 130 without a
-    traceback. Any other exception propagates, so bugs keep their traceback.
+    :class:`UserError` (including :class:`ConfigError`) and :class:`OSError` (a missing file,
+    permission denied, not a folder, disk full) become a single ``error: <message>`` line on
+    stderr and exit status 2; an error raised in a DataLoader worker is reduced to its own last
+    line. Ctrl-C exits with 130 without a traceback. Any other exception propagates, so bugs
+    keep their traceback.
     """
     try:
         code = main_fn(*args, **kwargs)
-    except (UserError, FileNotFoundError) as exc:
+    except (UserError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(Ablation, args)
+    ensure_writable_dir(cfg.out, "out")
     run_ablation(cfg)
     print(open(f"{cfg.out}/ablation.md").read())
     print(f"wrote {cfg.out}/ablation.md, ablation.json, metrics_vs_alpha.png")

@@ -23,8 +23,9 @@ from handrecon.evaluation import (
 )
 
 
-def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
-    """Run a trained checkpoint over the split; returns the predictions file it wrote."""
+def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> tuple[Path, Path]:
+    """Run a trained checkpoint over the split; returns the predictions file it wrote and the
+    checkpoint folder it used."""
     from handrecon.config import load_config
     from handrecon.data.readers import create_reader
     from handrecon.engine import Experiment, predict_dataset, save_predictions
@@ -33,6 +34,13 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
     from handrecon.models import build_model
 
     folder = checkpoint_dir(args.checkpoint)
+    if folder == args.checkpoint:
+        how = "as given"
+    elif (args.checkpoint / "checkpoints" / "best.json").is_file():
+        how = "the run's best, named by checkpoints/best.json"
+    else:
+        how = "the run's latest; it has no checkpoints/best.json"
+    print(f"scoring {folder} ({how})")
     cfg = load_config(Experiment, folder / CONFIG)
     model = build_model(cfg.model, hand_model)
     load_weights(model, folder, strict=True)
@@ -42,7 +50,7 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> Path:
     pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off", framing=framing)
     path = save_predictions(args.out / "predictions.npz", pred)
     print(f"predicted {len(pred['sample_ids'])} samples with {folder}")
-    return path
+    return path, folder
 
 
 def _reader_options(args: argparse.Namespace) -> dict[str, str]:
@@ -89,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from handrecon.data.readers import create_reader
     from handrecon.hand_model.mano import HandModel
+    from handrecon.io import ensure_writable_dir
 
+    base = args.checkpoint if args.checkpoint is not None else args.predictions.parent
+    out = ensure_writable_dir(args.out or base / f"eval_{args.dataset}_{args.split}", "--out")  # before any long work
     mano_dir = args.mano_dir or args.data_root / "mano"
     if not mano_dir.is_dir():
         raise UserError(f"no MANO folder at {mano_dir}; pass --mano-dir with MANO_RIGHT.pkl and MANO_LEFT.pkl")
@@ -98,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     options = _reader_options(args)
     reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False, **options)
     gt = load_ground_truth(reader)
+    folder = None
     if args.checkpoint is not None:
-        args.out = args.out or args.checkpoint / f"eval_{args.dataset}_{args.split}"
-        args.predictions = _predict(args, reader_name, hand_model)
+        args.out = out
+        args.predictions, folder = _predict(args, reader_name, hand_model)
     # predictions of the whole split may be scored on its protocol subset
     pred = load_predictions(args.predictions, gt.sample_ids, allow_extra=options.get("subset", "all") != "all")
 
@@ -108,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     ci = metrics.bootstrap_ci(result, n=args.bootstrap) if args.bootstrap else None
     print(format_table(result.summary, ci))
 
-    out = args.out or args.predictions.parent / f"eval_{args.dataset}_{args.split}"
     provenance = {
         "dataset": args.dataset,
         "data_root": str(args.data_root.resolve()),
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_samples": len(gt.sample_ids),
         "predictions": str(args.predictions.resolve()),
         "predictions_sha256": file_sha256(args.predictions),
-        "checkpoint": None if args.checkpoint is None else str(args.checkpoint.resolve()),
+        "checkpoint": None if folder is None else str(folder.resolve()),
         "mano_dir": str(mano_dir.resolve()),
         "bootstrap": args.bootstrap,
         "code_version": code_version(),

@@ -10,6 +10,7 @@ from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
+from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, default_config=None)
     args = parser.parse_args(argv)
     cfg = config_from_args(ProceduralConfig, args)
+    ensure_writable_dir(args.out, "--out")
     mano_dir = args.mano_dir
     if mano_dir is None:
         mano_dir = args.out / "mano"

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.config import save_config
 from handrecon.errors import UserError
+from handrecon.io import ensure_writable_dir
 from synth.semantics.chain import SemanticsChain, SemanticsConfig
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(SemanticsRun, args)
+    ensure_writable_dir(cfg.out, "out")
 
     from handrecon.data.readers import create_reader
     from handrecon.evaluation import DATASETS

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.overrides += [f"{k}={v}" for k, v in (("out", args.out), ("num", args.num)) if v is not None]
     job = config_from_args(CacheJob, args)
+    ensure_writable_dir(job.out, "out")
     summary = run(job)
     if "written" in summary:
         print(json.dumps({"out": job.out, **summary}, indent=1))

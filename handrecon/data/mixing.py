@@ -41,6 +41,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import UserError
+
 __all__ = ["ConcatSources", "Draw", "MixedBatchSampler", "QuotaSchedule", "normalize_ratios", "realized_ratio"]
 
 STATE_VERSION = 1
@@ -569,7 +571,10 @@ class ConcatSources(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         name, local = self.locate(index)
-        sample = self._datasets[self._names.index(name)][local]
+        try:
+            sample = self._datasets[self._names.index(name)][local]
+        except UserError as exc:  # a bad file: say which sample met it (in a worker, only the message survives)
+            raise UserError(f"source '{name}', sample {local}: {exc}") from exc
         if not isinstance(sample, Mapping):
             raise TypeError(f"source '{name}' returned {type(sample).__name__} at index {local}, expected a sample dict")
         out = dict(sample)  # a copy: never retag a dict the source may cache or share

@@ -29,7 +29,7 @@ from ..data.mixing import realized_ratio
 from ..errors import UserError
 from ..evaluation import DATASETS, load_ground_truth, overlay_hands
 from ..hand_model.mano import HandModel
-from ..io import atomic_save_image
+from ..io import atomic_save_image, ensure_writable_dir
 from ..models import build_model
 from . import checkpoint as ckpt
 from .config import Experiment
@@ -86,6 +86,8 @@ def start_run(run_dir: Path, device: str, amp: str, mano_dir: str, resume: bool)
         raise UserError(f"{run_dir} already holds checkpoints: pass --resume {run_dir} to continue it, or set another out")
     if not mano_dir:
         raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    if dist.is_main:
+        ensure_writable_dir(run_dir, "out")  # before the model and data are built
     return device_, dist
 
 

@@ -1,0 +1,92 @@
+"""Tools report what the user can fix as one `error:` line: OS errors and DataLoader worker errors."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from handrecon.cli import run_tool
+from handrecon.data.mixing import ConcatSources
+from handrecon.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _error_line(capsys, fn, *args) -> str:
+    with pytest.raises(SystemExit) as stop:
+        run_tool(fn, *args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    return err.strip()
+
+
+@pytest.mark.parametrize(
+    "exc, line",
+    [
+        (PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/run"), "error: Permission denied: /data/run"),
+        (NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), "/data/file/x"), "error: Not a directory: /data/file/x"),
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/ckpt.tmp"), "error: No space left on device: /data/ckpt.tmp"),
+        (FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), "/a", None, "/b"), "error: File exists: /a -> /b"),
+    ],
+)
+def test_os_errors_are_one_line_with_the_path_and_reason(capsys, exc, line):
+    def fails():
+        raise exc
+
+    assert _error_line(capsys, fails) == line
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if i == 2:
+            raise UserError("/data/images/0002.jpg: not a readable image (cannot identify image file)")
+        return {"x": torch.zeros(1)}
+
+
+def test_a_worker_error_is_its_last_line_and_names_the_sample(capsys):
+    loader = torch.utils.data.DataLoader(ConcatSources({"real": _Broken()}), batch_size=1, num_workers=1)
+
+    def consume():
+        for _ in loader:
+            pass
+
+    with pytest.raises(UserError) as raw:
+        consume()
+    assert len(str(raw.value)) > 300 and "Traceback" in str(raw.value)  # what the worker hands back
+    line = _error_line(capsys, consume)
+    assert line == (
+        "error: source 'real', sample 2: /data/images/0002.jpg: not a readable image (cannot identify image file) "
+        "(in DataLoader worker process 0)"
+    )
+
+
+def test_eval_checks_out_before_predicting(tmp_path, mano_dir, procedural_root):
+    """An unusable --out is found before the split is predicted, not after."""
+    from handrecon.config import load_config
+    from handrecon.engine import Experiment, Trainer
+
+    cfg = load_config(Experiment, None, [f"out={tmp_path / 'run'}", f"mano_dir={mano_dir}", "model.name=dir_tiny", "train.max_steps=1",
+                                         f"data.real={{kind: ih26m, root: {procedural_root}, split: train}}", "data.batch_size=4",
+                                         "data.num_workers=0", "train.device=cpu"])  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    trainer.close()
+    (tmp_path / "taken").write_text("a file")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "tools/eval.py", "--checkpoint", cfg.out, "--dataset", "procedural", "--data-root", str(procedural_root),
+         "--mano-dir", str(mano_dir), "--out", str(tmp_path / "taken")],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == f"error: --out {tmp_path / 'taken'} is not writable: Not a directory\n"
+    assert "predicted" not in done.stdout
