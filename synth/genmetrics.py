@@ -2,7 +2,9 @@
 consistency (does a regressor read the label back from the generated image).
 
 * Features: the standard FID InceptionV3 (torch-fidelity's "inception-v3-compat", 2048-d pool
-  features) with weights from a local file only. Features of an image set are cached as .npy
+  features) with weights from a local file only, loaded as tensors only (torch-fidelity's own
+  torch.load would unpickle anything; see `_tensors_only_torch_load`); its sha256 goes into the
+  report's provenance. Features of an image set are cached as .npy
   under a key of the set's identity (ids, sizes, crop rule, weights), so scoring a new
   generated set against the same real set extracts only the new one.
 * FID / KID: torchmetrics' implementations, fed the cached features through an identity
@@ -16,9 +18,12 @@ consistency (does a regressor read the label back from the generated image).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +39,23 @@ FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SIZE = 299
 
 
+@contextlib.contextmanager
+def _tensors_only_torch_load():
+    """torch-fidelity reads the weights file with torch.load(weights_only=False), which would run
+    any code a pickle names; torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD turns that into a tensors-only
+    load for the duration, so a tampered file is refused instead (the FID weights are a plain
+    state dict and load unchanged)."""
+    key, old = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 class Inception(nn.Module):
     """The FID InceptionV3 pool features (N, 2048) of uint8 (N, 3, H, W) images, weights from a local file."""
 
@@ -47,7 +69,12 @@ class Inception(nn.Module):
                 f"FID needs the standard FID InceptionV3 weights at {path} ({FID_WEIGHTS_NAME}, torch-fidelity's conversion of "
                 "the TF 2015-12-05 graph); nothing is downloaded: put the file there or set inception_weights"
             )
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        try:
+            with _tensors_only_torch_load():
+                self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        except pickle.UnpicklingError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "but got" in line]
+            raise UserError(f"{path}: refused to load: it holds objects other than tensors ({lines[0] if lines else exc})") from exc
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images).reshape(images.shape[0], -1)

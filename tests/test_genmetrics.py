@@ -68,6 +68,24 @@ def test_missing_inception_weights_are_a_clear_error(tmp_path):
         FeatureCache(tmp_path / "none.pth", tmp_path).features([], ["a"], "whole")
 
 
+def test_inception_weights_load_as_tensors_only(tmp_path):
+    """torch-fidelity unpickles the weights file; a tampered one must run no code."""
+    import os
+
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save({"fc.weight": Payload()}, path)
+    with pytest.raises(UserError, match=r"refused to load: .*GLOBAL posix.system"):
+        FeatureCache(path, tmp_path / "features").features([np.zeros((8, 8, 3), np.uint8)], ["a"], "whole")
+    assert not marker.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # the switch is restored
+
+
 def _naive_kid(x, y):
     d = x.shape[1]
     k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
