@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from handrecon.errors import UserError
+from handrecon.errors import UserError, refused_pickle_reason
 from handrecon.io import atomic_write_bytes
 
 FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -73,8 +73,7 @@ class Inception(nn.Module):
             with _tensors_only_torch_load():
                 self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
         except pickle.UnpicklingError as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "but got" in line]
-            raise UserError(f"{path}: refused to load: it holds objects other than tensors ({lines[0] if lines else exc})") from exc
+            raise UserError(f"{path}: refused to load: it holds objects other than tensors ({refused_pickle_reason(exc)})") from exc
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images).reshape(images.shape[0], -1)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import UserError
+from ..errors import UserError, refused_pickle_reason
 from ..io import atomic_write_json
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -131,8 +131,7 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = next((line for line in lines if "GLOBAL" in line or "but got" in line), lines[-1] if lines else type(exc).__name__)
+        reason = refused_pickle_reason(exc)
         raise UserError(f"{file}: refused to load: it holds objects other than tensors, numbers and arrays ({reason})") from exc
 
 
