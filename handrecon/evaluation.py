@@ -7,7 +7,6 @@ provenance, a per-sample CSV and PNG overlays of the best and worst samples.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import subprocess
 from dataclasses import dataclass
@@ -117,14 +116,6 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
             raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {rel.shape}")
         out["rel_trans"] = rel[order].astype(np.float64)
     return out
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def code_version() -> str:
