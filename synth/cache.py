@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,17 +70,30 @@ class CacheJob:
     hand_bias: float = 2.0
     hand_bias_targets: str = "both"
     inference_steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float = 7.5  # up to 1: no classifier-free guidance
     batch_size: int = 8  # images per pipeline call
     device: str = "auto"
     filter: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
+        from .attention import HAND_BIAS_TARGETS
+
         for name in ("num", "shard_size", "batch_size", "inference_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.filter.name not in FILTERS:
-            raise ValueError(f"filter.name must be one of {sorted(FILTERS)}, got {self.filter.name!r}")
+        finite, targets = math.isfinite, sorted(HAND_BIAS_TARGETS)
+        # guidance_scale: up to 1 turns classifier-free guidance off (the pipeline's rule), so only < 0 is meaningless
+        checks = [
+            ("crop_margin", self.crop_margin, finite(self.crop_margin) and self.crop_margin > 0, "a finite number > 0"),
+            ("guidance_scale", self.guidance_scale, finite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number >= 0"),
+            ("hand_bias", self.hand_bias, finite(self.hand_bias), "a finite number"),
+            ("hand_bias_targets", self.hand_bias_targets, self.hand_bias_targets in targets, f"one of {targets}"),
+            ("filter.name", self.filter.name, self.filter.name in FILTERS, f"one of {sorted(FILTERS)}"),
+            ("filter.threshold", self.filter.threshold, finite(self.filter.threshold), "a finite number"),
+        ]
+        for name, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------- filters

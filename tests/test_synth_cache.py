@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handrecon.config import ConfigError, load_config
 from handrecon.data.augment import crop_to_input
 from handrecon.data.readers import create_reader
 from handrecon.data.shards import ShardSource
@@ -123,6 +125,28 @@ def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural
     with pytest.raises(UserError, match="controlnet: no folder at"):
         run(job, progress=False)
     assert not (tmp_path / "typo").exists()  # no manifest hashed over the mistyped path
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("crop_margin=-1", "crop_margin must be a finite number > 0, got -1"),
+        ("crop_margin=.inf", "crop_margin must be a finite number > 0, got inf"),
+        ("guidance_scale=-0.5", "guidance_scale must be a finite number >= 0, got -0.5"),
+        ("guidance_scale=.nan", "guidance_scale must be a finite number >= 0, got nan"),
+        ("hand_bias=.inf", "hand_bias must be a finite number, got inf"),
+        ("hand_bias_targets=vae", "hand_bias_targets must be one of ['both', 'controlnet', 'none', 'unet'], got 'vae'"),
+        ("filter.threshold=.nan", "filter.threshold must be a finite number, got nan"),
+    ],
+)
+def test_out_of_range_settings_are_refused_by_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CacheJob, overrides=[override])
+
+
+def test_edge_settings_that_mean_something_are_accepted():
+    job = load_config(CacheJob, overrides=["guidance_scale=0", "hand_bias=-1", "hand_bias_targets=none", "crop_margin=0.5"])
+    assert (job.guidance_scale, job.hand_bias, job.hand_bias_targets, job.crop_margin) == (0, -1, "none", 0.5)  # 0: no guidance
 
 
 def test_a_changed_label_source_is_refused(tmp_path, mano_dir, procedural_root, hand_model):
