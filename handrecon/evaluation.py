@@ -7,7 +7,6 @@ provenance, a per-sample CSV and PNG overlays of the best and worst samples.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import subprocess
 from dataclasses import dataclass
@@ -142,14 +141,6 @@ def _prediction_array(npz, key: str, path: Path) -> np.ndarray:
 
 def _dtype_words(key: str) -> str:
     return "strings or integers" if key == "sample_ids" else "floating-point numbers (metres)"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def code_version() -> str:

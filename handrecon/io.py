@@ -3,10 +3,12 @@
 A reader never sees a half-written file, and a killed job leaves at worst a stray *.tmp. The
 data are flushed to disk before the rename and the rename before returning, so a marker written
 after a file (the cache's shard markers) never outlives that file's contents, even on power loss.
+`file_sha256` checksums a finished file (e.g. to verify it later).
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -108,3 +110,12 @@ def atomic_save_figure(path: str | os.PathLike, fig, dpi: int = 100) -> Path:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

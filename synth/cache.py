@@ -6,9 +6,15 @@
    weights) and of the job config. A folder whose manifest has other hashes is refused.
 2. **Shards.** Shard j holds samples [j*S, (j+1)*S); rank r of K generates the shards with
    j % K == r. A shard is written under a temporary name and renamed when complete, then its
-   done marker `shard-XXXXXX.done.json` (its stats) is written; a rerun skips shards with a
-   marker, so a killed job redoes only unfinished shards and finished ones keep their bytes.
-3. **Index.** When every shard is done, `index.json` gives random access (`ShardSource`).
+   done marker `shard-XXXXXX.done.json` is written: its stats, the samples written, and the
+   tar's size (`bytes`) and `sha256`. A rerun verifies each finished shard of its rank against
+   its marker (size, checksum, and the sample count read from the tar) and skips it, so a killed
+   job redoes only unfinished shards and finished ones keep their bytes. A damaged shard (size
+   or checksum differs, unreadable tar, unreadable marker) is reported in one line naming it,
+   its marker removed and the shard made again. A marker of an older version has no size or
+   checksum: its shard is verified by reading the tar (complete members, sample count).
+3. **Index.** When every shard is done and verified, `index.json` gives random access
+   (`ShardSource`).
 
 Labels are the crop of the source sample at the generation resolution (`crop_to_input` with
 `crop_margin`), i.e. exactly the camera and MANO parameters the condition was rendered from.
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +38,10 @@ from tqdm import tqdm
 from handrecon.config import config_to_dict
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import SourceConfig, build_source
-from handrecon.data.shards import build_index, encode_image, labels_from_sample, write_shard
+from handrecon.data.shards import build_index, encode_image, labels_from_sample, scan_shard, write_shard
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
-from handrecon.io import atomic_write_json
+from handrecon.io import atomic_write_json, file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -62,17 +70,30 @@ class CacheJob:
     hand_bias: float = 2.0
     hand_bias_targets: str = "both"
     inference_steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float = 7.5  # up to 1: no classifier-free guidance
     batch_size: int = 8  # images per pipeline call
     device: str = "auto"
     filter: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
+        from .attention import HAND_BIAS_TARGETS
+
         for name in ("num", "shard_size", "batch_size", "inference_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.filter.name not in FILTERS:
-            raise ValueError(f"filter.name must be one of {sorted(FILTERS)}, got {self.filter.name!r}")
+        finite, targets = math.isfinite, sorted(HAND_BIAS_TARGETS)
+        # guidance_scale: up to 1 turns classifier-free guidance off (the pipeline's rule), so only < 0 is meaningless
+        checks = [
+            ("crop_margin", self.crop_margin, finite(self.crop_margin) and self.crop_margin > 0, "a finite number > 0"),
+            ("guidance_scale", self.guidance_scale, finite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number >= 0"),
+            ("hand_bias", self.hand_bias, finite(self.hand_bias), "a finite number"),
+            ("hand_bias_targets", self.hand_bias_targets, self.hand_bias_targets in targets, f"one of {targets}"),
+            ("filter.name", self.filter.name, self.filter.name in FILTERS, f"one of {sorted(FILTERS)}"),
+            ("filter.threshold", self.filter.threshold, finite(self.filter.threshold), "a finite number"),
+        ]
+        for name, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------- filters
@@ -187,6 +208,32 @@ def done_path(out: Path, j: int) -> Path:
     return out / f"shard-{j:06d}.done.json"
 
 
+def shard_problem(out: Path, j: int) -> str | None:
+    """What is wrong with finished shard j, as one line naming its tar; None when its tar is
+    what its marker describes: size and sha256 (absent from older markers), then the samples
+    read from the tar against the marker's count."""
+    tar, done = shard_path(out, j), done_path(out, j)
+    try:
+        marker = json.loads(done.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"{tar}: marker {done.name} is unreadable ({exc})"
+    kinds = {"written": int, "bytes": int, "sha256": str}
+    if not isinstance(marker, dict) or "written" not in marker or any(not isinstance(marker.get(k, t()), t) for k, t in kinds.items()):
+        return f"{tar}: marker {done.name} is not a shard marker (written, bytes, sha256)"
+    size = tar.stat().st_size
+    if "bytes" in marker and size != marker["bytes"]:
+        return f"{tar}: {size} bytes, marker says {marker['bytes']}"
+    if "sha256" in marker and (digest := file_sha256(tar)) != marker["sha256"]:
+        return f"{tar}: sha256 {digest[:12]}..., marker says {marker['sha256'][:12]}..."
+    try:
+        count = len(scan_shard(tar))
+    except UserError as exc:
+        return str(exc)
+    if count != marker["written"]:
+        return f"{tar}: {count} samples, marker says {marker['written']}"
+    return None
+
+
 # ---------------------------------------------------------------------------------- generate
 class CacheWriter:
     """Generates and writes the shards of one rank."""
@@ -236,10 +283,11 @@ class CacheWriter:
                                             source_id=row["source_id"])  # fmt: skip
                 labels["sample_id"] = row["key"]
                 records.append((row["key"], encode_image(image, "JPEG"), encode_image(cond, "PNG"), labels))
-        write_shard(shard_path(out, j), records)
+        tar = write_shard(shard_path(out, j), records)
         stats = {"shard": j, "planned": len(rows), "written": len(records), "rejected": rejected, "seconds": time.perf_counter() - start}
         if scores:
             stats["filter_scores"] = [round(s, 4) for s in scores]
+        stats.update(bytes=tar.stat().st_size, sha256=file_sha256(tar))  # what a rerun verifies (shard_problem)
         atomic_write_json(done_path(out, j), stats)
         return stats
 
@@ -259,7 +307,17 @@ def run(job: CacheJob, progress: bool = True) -> dict:
     manifest = load_or_plan(job, hand_model, dist.is_main)
     out = Path(job.out)
     shards = -(-manifest["num"] // manifest["shard_size"])
-    mine = [j for j in range(shards) if j % dist.world_size == dist.rank and not finished(out, j)]
+    ours, verified = range(dist.rank, shards, dist.world_size), set()
+    for j in ours:
+        if not finished(out, j):
+            continue
+        problem = shard_problem(out, j)
+        if problem is None:
+            verified.add(j)
+        else:
+            print(f"{problem}; regenerating", file=sys.stderr, flush=True)
+            done_path(out, j).unlink()
+    mine = [j for j in ours if j not in verified]
     writer = CacheWriter(job, hand_model, device) if mine else None
     tb = None
     if dist.is_main and mine:
@@ -276,8 +334,14 @@ def run(job: CacheJob, progress: bool = True) -> dict:
     if tb is not None:
         tb.close()
     summary = {"shards": shards, "done_before": done_before, "generated_by_this_rank": len(mine)}
-    if dist.is_main:  # the other ranks are done once their shards are
-        wait_until(lambda: all(finished(out, j) for j in range(shards)))
+    if dist.is_main:  # the other ranks are done once their shards are finished and verified
+        verified.update(mine)
+
+        def all_verified() -> bool:  # another rank's shard is checked once finished (its rank redoes a damaged one)
+            verified.update(j for j in range(shards) if j not in verified and finished(out, j) and shard_problem(out, j) is None)
+            return len(verified) == shards
+
+        wait_until(all_verified)
         stats = [json.loads(done_path(out, j).read_text()) for j in range(shards)]
         build_index(out)
         summary.update(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -278,19 +279,38 @@ def test_cache_key_follows_what_decides_the_records():
     assert cache_key(base) != cache_key(SemanticsConfig(tokenizer="tiny"))
 
 
+def _record(sample_id: str, prompt: str) -> dict:
+    return {"sample_id": sample_id, "caption": f"{prompt}, at length", "prompt": prompt}
+
+
 def test_prompt_cache_drops_a_torn_line_and_never_duplicates(tmp_path):
     path = tmp_path / "p.jsonl"
     cache = PromptCache(path)
-    cache.append([{"sample_id": "1", "prompt": "a"}, {"sample_id": "2", "prompt": "b"}])
+    cache.append([_record("1", "a"), _record("2", "b")])
     with open(path, "a") as fh:
         fh.write('{"sample_id": "3", "pro')  # killed mid-write
-    again = PromptCache(path)
+    with pytest.warns(UserWarning, match=re.escape(f"{path}: dropped an incomplete last line (23 bytes)")):
+        again = PromptCache(path)
     assert sorted(again.records) == ["1", "2"] and path.read_text().endswith("}\n")
-    again.append([{"sample_id": "2", "prompt": "b"}, {"sample_id": "3", "prompt": "c"}])
+    again.append([_record("2", "b"), _record("3", "c")])
     assert [json.loads(line)["sample_id"] for line in path.read_text().splitlines()] == ["1", "2", "3"]
-    path.write_text('{"sample_id": "1"}\nnot json\n')
-    with pytest.raises(UserError, match="line 2: not a prompt record"):
-        PromptCache(path)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "line 2: not JSON"),
+        (json.dumps({"sample_id": "2", "caption": "c"}), "line 2: missing field 'prompt'"),
+        (json.dumps({**_record("2", "b"), "prompt": 3}), "line 2: field 'prompt' must be str, got int"),
+        (json.dumps({**_record("2", "b"), "hand_columns": "0 1"}), "line 2: field 'hand_columns' must be list"),
+        (json.dumps([_record("2", "b")]), "line 2: expected an object"),
+    ],
+)
+def test_a_bad_prompt_record_names_file_line_and_field(tmp_path, line, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(_record("1", "a")) + "\n" + line + "\n" + json.dumps(_record("3", "c")) + "\n" + '{"sample_id": "4"')
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: {message}.*; remove that line and rerun tools/semantics.py"):
+        load_prompts(path)  # what the cache job and the generator's training read
 
 
 def test_semantics_tool_resumes_an_interrupted_run(tmp_path, procedural_root, mano_dir, hand_model):

@@ -1,6 +1,8 @@
 """Synthetic shards: atomic tar writing, random access through the index, labels round trip."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import webdataset as wds
@@ -83,3 +85,38 @@ def test_clear_errors(tmp_path, shard_dir, hand_model):
     with pytest.raises(UserError, match="truncated"):
         for i in range(len(source)):
             source[i]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data, jpg: data[:700], "not a readable tar"),  # cut inside the second header
+        (lambda data, jpg: data[: jpg[0] + jpg[1] // 2], "truncated: member"),  # cut inside an image
+        (lambda data, jpg: b"x" * len(data), "not a readable tar"),
+    ],
+)
+def test_indexing_a_damaged_shard_names_it(tmp_path, shard_dir, hand_model, damage, message):
+    last = [s for s in ShardSource(shard_dir, hand_model).samples if s["shard"] == "shard-000000.tar"][-1]
+    shard = tmp_path / "shard-000000.tar"
+    shard.write_bytes(damage((shard_dir / "shard-000000.tar").read_bytes(), last["jpg"]))
+    with pytest.raises(UserError, match=f"^{re.escape(str(shard))}: {message}") as info:
+        build_index(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_reading_damaged_labels_or_image_names_the_shard(tmp_path, shard_dir, hand_model):
+    for file in shard_dir.iterdir():
+        (tmp_path / file.name).write_bytes(file.read_bytes())
+    source = ShardSource(tmp_path, hand_model)
+    first, second = source.samples[:2]
+    assert first["shard"] == second["shard"]
+    shard = tmp_path / first["shard"]
+    data = bytearray(shard.read_bytes())
+    for entry, member in ((first, "json"), (second, "jpg")):
+        offset, size = entry[member]
+        data[offset : offset + size] = bytes(size)  # same size: the index still points at it
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=f"^{re.escape(str(shard))}: damaged labels of sample '{first['key']}'"):
+        source[0]
+    with pytest.raises(UserError, match=f"^{re.escape(str(shard))}: damaged image of sample '{second['key']}'"):
+        source[1]

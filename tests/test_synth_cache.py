@@ -1,8 +1,10 @@
 """The cache job (plan, shards, resume across ranks, refusal), its filter, and live generation."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handrecon.config import ConfigError, load_config
 from handrecon.data.augment import crop_to_input
 from handrecon.data.readers import create_reader
 from handrecon.data.shards import ShardSource
@@ -66,6 +69,41 @@ def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_
     assert source.labels(0)["generator"] == manifest["generator_hash"]
 
 
+def test_a_rerun_names_and_redoes_damaged_shards_only(tmp_path, mano_dir, procedural_root, hand_model):
+    out = tmp_path / "cache"
+    args = _args(out, mano_dir, procedural_root, "num=10")  # 5 shards
+    done = _cache(args, ranks=1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tars = {j: shard_path(out, j).read_bytes() for j in range(5)}
+    markers = {j: json.loads(done_path(out, j).read_text()) for j in range(5)}
+    assert all(markers[j]["bytes"] == len(tars[j]) and markers[j]["sha256"] == hashlib.sha256(tars[j]).hexdigest() for j in range(5))
+    # 0: truncated to half; 1: bytes of an image flipped, same size; 2: marker torn;
+    # 3: a marker of an older version (no size or checksum) over a sound tar; 4: untouched
+    shard_path(out, 0).write_bytes(tars[0][: len(tars[0]) // 2])
+    offset, size = next(s["jpg"] for s in json.loads((out / "index.json").read_text())["samples"] if s["shard"] == "shard-000001.tar")
+    flipped = bytearray(tars[1])
+    flipped[offset + size // 2 : offset + size // 2 + 8] = bytes(255 - b for b in flipped[offset + size // 2 : offset + size // 2 + 8])
+    shard_path(out, 1).write_bytes(bytes(flipped))
+    done_path(out, 2).write_text('{"shard": 2, "plann')
+    done_path(out, 3).write_text(json.dumps({k: v for k, v in markers[3].items() if k not in ("bytes", "sha256")}))
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for j in (3, 4) for p in (shard_path(out, j), done_path(out, j))}
+
+    again = _cache(args, ranks=2)  # rank 1 owns shards 1 and 3: rank 0 waits until they verify
+    assert again.returncode == 0, again.stderr[-2000:]
+    reports = sorted(line for line in again.stderr.splitlines() if line.endswith("; regenerating"))
+    assert len(reports) == 3
+    assert reports[0] == f"{shard_path(out, 0)}: {len(tars[0]) // 2} bytes, marker says {len(tars[0])}; regenerating"
+    digests = hashlib.sha256(flipped).hexdigest()[:12], markers[1]["sha256"][:12]
+    assert reports[1] == f"{shard_path(out, 1)}: sha256 {digests[0]}..., marker says {digests[1]}...; regenerating"
+    assert reports[2].startswith(f"{shard_path(out, 2)}: marker {done_path(out, 2).name} is unreadable (")
+    assert json.loads(again.stdout[again.stdout.index("{") :])["generated_by_this_rank"] == 2  # rank 0: shards 0 and 2
+    for j in (0, 1, 2):  # made again from the same plan and seeds, with a new marker
+        assert shard_path(out, j).read_bytes() == tars[j]
+        assert json.loads(done_path(out, j).read_text())["sha256"] == markers[j]["sha256"]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in kept} == kept
+    assert len(ShardSource(out, hand_model)) == 10
+
+
 def test_a_folder_refuses_another_job(tmp_path, mano_dir, procedural_root, hand_model):
     job = CacheJob(out=str(tmp_path), num=4, mano_dir=str(mano_dir), dataset="procedural")
     job.labels.root = str(procedural_root)
@@ -87,6 +125,28 @@ def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural
     with pytest.raises(UserError, match="controlnet: no folder at"):
         run(job, progress=False)
     assert not (tmp_path / "typo").exists()  # no manifest hashed over the mistyped path
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("crop_margin=-1", "crop_margin must be a finite number > 0, got -1"),
+        ("crop_margin=.inf", "crop_margin must be a finite number > 0, got inf"),
+        ("guidance_scale=-0.5", "guidance_scale must be a finite number >= 0, got -0.5"),
+        ("guidance_scale=.nan", "guidance_scale must be a finite number >= 0, got nan"),
+        ("hand_bias=.inf", "hand_bias must be a finite number, got inf"),
+        ("hand_bias_targets=vae", "hand_bias_targets must be one of ['both', 'controlnet', 'none', 'unet'], got 'vae'"),
+        ("filter.threshold=.nan", "filter.threshold must be a finite number, got nan"),
+    ],
+)
+def test_out_of_range_settings_are_refused_by_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CacheJob, overrides=[override])
+
+
+def test_edge_settings_that_mean_something_are_accepted():
+    job = load_config(CacheJob, overrides=["guidance_scale=0", "hand_bias=-1", "hand_bias_targets=none", "crop_margin=0.5"])
+    assert (job.guidance_scale, job.hand_bias, job.hand_bias_targets, job.crop_margin) == (0, -1, "none", 0.5)  # 0: no guidance
 
 
 def test_a_changed_label_source_is_refused(tmp_path, mano_dir, procedural_root, hand_model):

@@ -13,7 +13,6 @@ from handrecon.evaluation import (
     DATASETS,
     PROTOCOL_READER_OPTIONS,
     code_version,
-    file_sha256,
     format_table,
     load_ground_truth,
     load_predictions,
@@ -21,6 +20,7 @@ from handrecon.evaluation import (
     write_metrics_json,
     write_per_sample_csv,
 )
+from handrecon.io import file_sha256
 
 
 def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> tuple[Path, Path]:

@@ -18,7 +18,9 @@ position is where the generator drew it, even where the source annotation had lo
 `index.json` beside the shards lists, per sample, the shard file and the byte offset and size
 of each member, so `ShardSource[i]` seeks straight to a sample (no scan, any order), which is
 what a `MixedBatchSampler` needs. Shards are written to a temporary name and renamed when
-complete; the index is rebuilt from the finished shards only.
+complete; the index is rebuilt from the finished shards only. A damaged shard (not a readable
+tar, truncated, undecodable labels or image) is a one-line UserError naming its file, whether
+found when indexing or when reading.
 """
 from __future__ import annotations
 
@@ -72,13 +74,21 @@ def write_shard(path: str | os.PathLike, records: Iterable[tuple[str, bytes, byt
 
 
 def scan_shard(path: Path) -> list[dict]:
-    """Index entries of one shard: key and (offset, size) of each member, in file order."""
+    """Index entries of one shard: key and (offset, size) of each member, in file order. A
+    damaged tar (unreadable, truncated, a sample without all its members) is a UserError."""
     entries: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            entry = entries.setdefault(key, {"key": key, "shard": path.name})
-            entry[ext] = [member.offset_data, member.size]
+    size = path.stat().st_size
+    try:
+        with tarfile.open(path, "r:") as tar:  # plain tar: a damaged file gives one reason, not one per compression
+            for member in tar:
+                end = member.offset_data + member.size
+                if end > size:
+                    raise UserError(f"{path}: truncated: member {member.name} ends at byte {end}, the file has {size}")
+                key, _, ext = member.name.partition(".")
+                entry = entries.setdefault(key, {"key": key, "shard": path.name})
+                entry[ext] = [member.offset_data, member.size]
+    except tarfile.TarError as exc:
+        raise UserError(f"{path}: not a readable tar ({exc})") from None
     for key, entry in entries.items():
         missing = [m for m in MEMBERS if m not in entry]
         if missing:
@@ -134,7 +144,11 @@ class ShardSource(torch.utils.data.Dataset):
         return data
 
     def labels(self, i: int) -> dict:
-        return json.loads(self.read_member(i, "json"))
+        data, entry = self.read_member(i, "json"), self.samples[i]
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise UserError(f"{self.root / entry['shard']}: damaged labels of sample '{entry['key']}' ({exc})") from None
 
     def __getitem__(self, i: int) -> dict:
         labels = self.labels(i)
@@ -160,5 +174,10 @@ class ShardSource(torch.utils.data.Dataset):
         uv = project(sample["joints3d"], sample["focal"], sample["princpt"])
         sample["joints2d"] = np.where(sample["joints_valid"][:, None], uv, 0.0).astype(np.float32)
         if self.load_images:
-            sample["image"] = np.array(Image.open(io.BytesIO(self.read_member(i, "jpg"))).convert("RGB"))
+            data = self.read_member(i, "jpg")
+            try:
+                sample["image"] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+            except OSError as exc:  # PIL's errors for a damaged image
+                shard = self.root / entry["shard"]
+                raise UserError(f"{shard}: damaged image of sample '{entry['key']}' ({exc})") from None
         return sample

@@ -2,18 +2,21 @@
 the back-end config, so another back-end or model writes another file.
 
 The file is append-only: each batch of records is written as whole lines, flushed and fsynced.
-An interrupted run leaves at most one torn last line; reopening drops it (truncating the file to
-the last complete line) and the run goes on with the samples not yet in the file, so no record
-is redone or duplicated.
+An interrupted run leaves at most one torn last line; reopening drops it with a warning
+(truncating the file to the last complete line) and the run goes on with the samples not yet in
+the file, so no record is redone or duplicated. Every complete line is checked when the file is
+loaded (`RECORD_FIELDS`): a line that is not such a record is an error naming file, line and field.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from handrecon.config import config_to_dict
+from handrecon.data.readers.common import DataFormatError, field_value
 from handrecon.errors import UserError
 
 from . import resources
@@ -21,6 +24,11 @@ from .chain import CHAIN_VERSION, SemanticsConfig
 
 # settings that change how fast records come, not what they say
 _RUNTIME = {"transformers": ("device", "batch_size"), "openai": ("timeout_s", "retries", "backoff_s", "concurrency", "api_key_env")}
+# the fields of a record as the chain writes it, with their types: these must be present (the
+# generator and the cache job read them); the others are checked where present
+RECORD_FIELDS = {"sample_id": str, "source": str, "caption": str, "components": dict, "prompt": str, "hand_words": list,
+                 "hand_columns": list, "paths": dict}  # fmt: skip
+REQUIRED = ("sample_id", "caption", "prompt")
 
 
 def cache_key(cfg: SemanticsConfig) -> str:
@@ -48,14 +56,28 @@ class PromptCache:
         raw = self.path.read_bytes()
         end = raw.rfind(b"\n") + 1  # everything after the last newline is a torn write
         for number, line in enumerate(raw[:end].splitlines(), 1):
-            try:
-                record = json.loads(line)
-                self.records[record["sample_id"]] = record
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{self.path}, line {number}: not a prompt record; delete the file to start over") from None
+            record = self._record(line, number)
+            self.records[record["sample_id"]] = record
         if end < len(raw):
+            torn = len(raw) - end
+            warnings.warn(f"{self.path}: dropped an incomplete last line ({torn} bytes) left by an interrupted write", stacklevel=3)
             with open(self.path, "r+b") as fh:
                 fh.truncate(end)
+
+    def _record(self, line: bytes, number: int) -> dict:
+        """A complete line as a record, checked against RECORD_FIELDS."""
+        where, hint = f"line {number}", "remove that line and rerun tools/semantics.py to make the record again"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise UserError(f"{self.path}: {where}: not JSON ({exc}); {hint}") from None
+        try:
+            for key, kind in RECORD_FIELDS.items():
+                if key in REQUIRED or (isinstance(record, dict) and key in record):
+                    field_value(record, key, str(self.path), where, kind)
+        except DataFormatError as exc:
+            raise UserError(f"{exc}; {hint}") from None
+        return record
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.records
