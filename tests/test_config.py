@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import enum
 import hashlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,9 @@ import pytest
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.config import (
     ConfigError,
+    FieldError,
     UserError,
+    check_fields,
     config_hash,
     config_to_dict,
     load_config,
@@ -420,3 +423,67 @@ def test_mapping_fields_replace_whole_or_set_one_entry(tmp_path):
         load_config(Cfg, None, ["data.ratios.synth=abc"])
     with pytest.raises(ConfigError, match="expected mapping of float for 'data.ratios'"):
         load_config(Cfg, None, ["data.ratios=3"])
+
+
+# ---------------------------------------------------------------- range checks (check_fields)
+
+
+@dataclass
+class Ranged:
+    count: int = 1
+    limit: Optional[int] = None
+    rate: float = 0.5
+    size: tuple[int, int] = (2, 2)
+    weights: dict[str, float] = field(default_factory=dict)
+    span: tuple[float, float] = (0.1, 0.2)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "count", "limit", "size")
+        check_fields(self, "in [0, 1)", "rate")
+        check_fields(self, ">= 0", "weights")
+        check_fields(self, "lo <= hi", "span")
+
+
+@dataclass
+class RangedOuter:
+    inner: Ranged = field(default_factory=Ranged)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("inner.count=0", "inner.count must be >= 1, got 0"),
+        ("inner.limit=-1", "inner.limit must be >= 1 or null, got -1"),
+        ("inner.rate=1.0", "inner.rate must be in [0, 1), got 1.0"),
+        ("inner.rate=.nan", "inner.rate must be finite, got nan"),
+        ("inner.rate=-.inf", "inner.rate must be finite, got -inf"),
+        ("inner.size=[3, 0]", "inner.size[1] must be >= 1, got 0"),
+        ("inner.weights.a=-1", "inner.weights.a must be >= 0, got -1.0"),
+        ("inner.span=[2, 1]", "inner.span must be lo <= hi, got (2.0, 1.0)"),
+    ],
+)
+def test_check_fields_errors_name_the_full_key_and_value(override, expected):
+    assert error_of(RangedOuter, overrides=[override]) == expected
+
+
+def test_check_fields_passes_good_values_and_guards_direct_construction():
+    cfg = load_config(RangedOuter, overrides=["inner.limit=5", "inner.rate=0", "inner.weights={a: 0, b: 2}", "inner.span=[1, 1]"])
+    assert cfg.inner.limit == 5 and cfg.inner.weights == {"a": 0.0, "b": 2.0}
+    with pytest.raises(FieldError, match=r"^count must be >= 1, got 0$"):  # no section outside the loader
+        Ranged(count=0)
+    assert FieldError(("size", 1), ">= 1", 0).message(("data",)) == "data.size[1] must be >= 1, got 0"
+
+
+@pytest.mark.parametrize(
+    "rule, good, bad", [("> 0", 1e-9, 0.0), ("in (0, 1]", 1.0, 0.0), ("in [1, 100]", 100, 101), ("finite", -5.0, float("inf"))]
+)
+def test_check_fields_rules(rule, good, bad):
+    @dataclass
+    class One:
+        x: float = good
+
+    check_fields(One(), rule, "x")
+    with pytest.raises(FieldError, match=rf"^x must be {re.escape(rule)}, got {bad}$"):
+        check_fields(One(x=bad), rule, "x")
+    with pytest.raises(TypeError, match="unknown range rule"):
+        check_fields(One(), "positive", "x")
