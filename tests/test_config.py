@@ -500,6 +500,8 @@ def schema(spec: str) -> type:
 
 
 EXPERIMENT = "handrecon.engine.config:Experiment"
+GENERATOR = "synth.train:GeneratorExperiment"
+SEMANTICS = "synth.semantics.chain:SemanticsConfig"
 SYNTH_SOURCE = "data.synth={kind: shards, root: s}"
 
 BAD_VALUES = [
@@ -566,6 +568,40 @@ BAD_VALUES = [
     ("handrecon.data.procedural:ProceduralConfig", ["shape_std=-1"], "shape_std must be >= 0, got -1.0"),
     ("handrecon.data.procedural:ProceduralConfig", ["jpeg_quality=0"], "jpeg_quality must be in [1, 100], got 0"),
     ("handrecon.data.procedural:ProceduralConfig", ["batch_size=0"], "batch_size must be >= 1, got 0"),
+    (GENERATOR, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
+    (GENERATOR, ["train.val_every=0"], "train.val_every must be >= 1, got 0"),
+    (GENERATOR, ["train.ckpt_every=0"], "train.ckpt_every must be >= 1, got 0"),
+    (GENERATOR, ["train.max_steps=0"], "train.max_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.val_samples=0"], "train.val_samples must be >= 1, got 0"),
+    (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
+    (GENERATOR, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
+    (GENERATOR, ["train.guidance_scale=-1"], "train.guidance_scale must be >= 0, got -1.0"),
+    (GENERATOR, ["model.fusion_resolution=0"], "model.fusion_resolution must be >= 1, got 0"),
+    (GENERATOR, ["model.fusion_resolutions=[8, 0]"], "model.fusion_resolutions[1] must be >= 1, got 0"),
+    (GENERATOR, ["model.hand_bias=.nan"], "model.hand_bias must be finite, got nan"),
+    (GENERATOR, ["data.batch_size=0"], "data.batch_size must be >= 1, got 0"),
+    (GENERATOR, ["data.crop_margin=0"], "data.crop_margin must be > 0, got 0.0"),
+    (GENERATOR, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
+    (GENERATOR, ["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    ("synth.ablation:Ablation", ["alphas=[1.0, 0.0]"], "alphas[1] must be non-zero (alpha 0 is the +SE+SF row), got 0.0"),
+    ("synth.ablation:Ablation", ["alphas=[.inf]"], "alphas[0] must be finite, got inf"),
+    ("synth.ablation:Ablation", ["eval.grid=0"], "eval.grid must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["max_real=0"], "max_real must be >= 1 or null, got 0"),
+    ("synth.generation_eval:GenerationEval", ["kid_subsets=0"], "kid_subsets must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["kid_subset_size=0"], "kid_subset_size must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["crop_margin=-1"], "crop_margin must be > 0, got -1.0"),
+    ("synth.generation_eval:GenerationEval", ["detector.min_confidence=1.5"], "detector.min_confidence must be in [0, 1], got 1.5"),
+    (SEMANTICS, ["fewshot=-1"], "fewshot must be >= 0, got -1"),
+    (SEMANTICS, ["max_prompt_words=0"], "max_prompt_words must be >= 1, got 0"),
+    (SEMANTICS, ["openai.timeout_s=0"], "openai.timeout_s must be > 0, got 0.0"),
+    (SEMANTICS, ["openai.retries=-1"], "openai.retries must be >= 0, got -1"),
+    (SEMANTICS, ["openai.backoff_s=-1"], "openai.backoff_s must be >= 0, got -1.0"),
+    (SEMANTICS, ["openai.concurrency=0"], "openai.concurrency must be >= 1, got 0"),
+    (SEMANTICS, ["openai.temperature=-0.5"], "openai.temperature must be >= 0, got -0.5"),
+    (SEMANTICS, ["openai.max_tokens=0"], "openai.max_tokens must be >= 1, got 0"),
+    (SEMANTICS, ["transformers.batch_size=0"], "transformers.batch_size must be >= 1, got 0"),
+    (SEMANTICS, ["transformers.max_new_tokens=0"], "transformers.max_new_tokens must be >= 1, got 0"),
 ]  # fmt: skip
 
 
@@ -582,7 +618,11 @@ def test_schema_defaults_load(spec):
 
 @pytest.mark.parametrize(
     "spec, path",
-    [(EXPERIMENT, "configs/train_tiny.yaml"), ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml")],
+    [
+        (EXPERIMENT, "configs/train_tiny.yaml"),
+        (GENERATOR, "configs/synth_tiny.yaml"),
+        ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml"),
+    ],
 )
 def test_shipped_configs_load(spec, path):
     load_config(schema(spec), REPO / path)
