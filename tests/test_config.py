@@ -6,6 +6,7 @@ import argparse
 import enum
 import hashlib
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -494,8 +495,16 @@ def test_check_fields_rules(rule, good, bad):
 
 
 def schema(spec: str) -> type:
-    """'package.module:Class' (imported when the test runs, so this file stays quick to collect)."""
+    """'package.module:Class' or 'tools/x.py:Class', imported when the test runs (this file stays
+    quick to collect)."""
     module, name = spec.split(":")
+    if module.endswith(".py"):  # a tool: registered under its own name (dataclasses look their module up)
+        key = "tools." + Path(module).stem
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, REPO / module)
+            sys.modules[key] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[key])
+        return getattr(sys.modules[key], name)
     return getattr(importlib.import_module(module), name)
 
 
@@ -602,6 +611,13 @@ BAD_VALUES = [
     (SEMANTICS, ["openai.max_tokens=0"], "openai.max_tokens must be >= 1, got 0"),
     (SEMANTICS, ["transformers.batch_size=0"], "transformers.batch_size must be >= 1, got 0"),
     (SEMANTICS, ["transformers.max_new_tokens=0"], "transformers.max_new_tokens must be >= 1, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["limit=0"], "limit must be >= 1 or null, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["batch=0"], "batch must be >= 1, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["semantics.openai.retries=-1"], "semantics.openai.retries must be >= 0, got -1"),
+    ("tools/quickstart.py:QuickstartConfig", ["generator_steps=0"], "generator_steps must be >= 1, got 0"),
+    ("tools/quickstart.py:QuickstartConfig", ["seed=-1"], "seed must be >= 0, got -1"),
+    ("tools/quickstart.py:QuickstartConfig", ["ratios=[0.0, 1.0]"], "ratios[1] must be in [0, 1), got 1.0"),
+    ("tools/quickstart.py:QuickstartConfig", ["procedural.batch_size=0"], "procedural.batch_size must be >= 1, got 0"),
 ]  # fmt: skip
 
 
