@@ -6,7 +6,10 @@ types: ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, ``Enum`` subclas
 ``tuple[X, ...]``, ``tuple[X, Y]`` and ``dict[str, X]`` (a whole mapping replaces the field's
 value; a dotted key such as ``--set data.ratios.synth=0.3`` sets one entry). A field may restrict its values with
 ``field(default="cpu", metadata={"choices": ("cpu", "cuda", "auto")})``. A field without a default
-is required. ``__post_init__`` may add cross-field checks by raising ``ValueError``.
+is required. ``__post_init__`` checks value ranges with :func:`check_fields` (or raises
+:class:`FieldError` for a check of its own), which the loader reports under the field's full dotted
+key (``data.batch_size must be >= 1, got -4``, or ``experiment.data.batch_size ...`` where the
+section is nested deeper); any other ``ValueError`` it raises is reported with its section.
 
 Config values are layered: schema defaults, then the YAML file (a plain mapping, no Hydra
 ``defaults``), then ``--set a.b=value`` overrides in order. Every layer is type-checked as it is
@@ -39,12 +42,13 @@ import enum
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, Union
 
@@ -54,7 +58,9 @@ from handrecon.errors import UserError
 
 __all__ = [
     "ConfigError",
+    "FieldError",
     "UserError",
+    "check_fields",
     "config_hash",
     "config_to_dict",
     "load_config",
@@ -376,6 +382,77 @@ def _defaults(schema: type) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Range checks, called from the schemas' own __post_init__ (so they also guard direct construction).
+
+
+class FieldError(ValueError):
+    """A config value outside its range, raised from a schema's ``__post_init__`` (see
+    :func:`check_fields`). `key` is the field's path inside its dataclass: a name, or a tuple
+    such as ``("output_size", 0)``; :func:`load_config` reports it under its full dotted key."""
+
+    def __init__(self, key: str | _Path, rule: str, value: Any) -> None:
+        self.key: _Path = (key,) if isinstance(key, str) else tuple(key)
+        self.rule, self.value = rule, value
+        super().__init__(self.message())
+
+    def message(self, section: _Path = ()) -> str:
+        """``<key> must be <rule>, got <value>``, the key prefixed with its `section`'s path."""
+        shown = repr(dict(self.value)) if isinstance(self.value, Mapping) else _show(self.value)
+        return f"{_dotted((*section, *self.key))} must be {self.rule}, got {shown}"
+
+
+_INTERVAL_RE = re.compile(r"in ([\[(])(\S+), (\S+)([\])])")
+
+
+@functools.lru_cache(maxsize=None)
+def _rule_test(rule: str) -> Callable[[Any], bool]:
+    if rule == "finite":
+        return lambda v: True
+    if rule == "lo <= hi":
+        return lambda v: v[0] <= v[1]
+    op, _, bound = rule.partition(" ")
+    if op in (">=", ">"):
+        b = float(bound)
+        return (lambda v: v >= b) if op == ">=" else (lambda v: v > b)
+    match = _INTERVAL_RE.fullmatch(rule)
+    if match is None:
+        raise TypeError(f"unknown range rule {rule!r}")  # a code bug, not a config error
+    left, lo_text, hi_text, right = match.groups()
+    lo, hi = float(lo_text), float(hi_text)
+    return lambda v: (lo <= v if left == "[" else lo < v) and (v <= hi if right == "]" else v < hi)
+
+
+def check_fields(obj: Any, rule: str, *names: str) -> None:
+    """Check the fields `names` of the dataclass instance `obj` against `rule`; raise
+    :class:`FieldError` for the first value that breaks it. Call it from ``__post_init__``.
+
+    Rules: ``">= 1"``, ``"> 0"`` (any bound), intervals ``"in [0, 1]"``, ``"in [0, 1)"``,
+    ``"in (0, 1]"``, ``"finite"`` (any finite number), and ``"lo <= hi"`` for a (lo, hi) pair.
+    Every float must also be finite. A list, tuple or mapping is checked item by item (except
+    by ``"lo <= hi"``) and the error names the item (``output_size[0]``, ``loss_weights.verts``).
+    None passes: an optional field is checked when set (its message adds "or null").
+    """
+    test = _rule_test(rule)
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if rule != "lo <= hi" and isinstance(value, Mapping):
+            items: list[tuple[_Path, Any]] = [((name, k), v) for k, v in value.items()]
+        elif rule != "lo <= hi" and isinstance(value, (list, tuple)):
+            items = [((name, i), v) for i, v in enumerate(value)]
+        else:
+            items = [((name,), value)]
+        for key, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise FieldError(key, "finite", item)
+            if not test(item):
+                tp = _schema_fields(type(obj))[name][1]
+                optional = len(key) == 1 and _is_union(tp) and type(None) in typing.get_args(tp)
+                raise FieldError(key, f"{rule} or null" if optional else rule, item)
+
+
 def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
     kwargs: dict[str, Any] = {}
     for name, (_, tp) in _schema_fields(schema).items():
@@ -390,6 +467,8 @@ def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
         return schema(**kwargs)
     except ConfigError:
         raise
+    except FieldError as exc:  # a range check in a schema's __post_init__: name the full key
+        raise ConfigError(exc.message(path)) from exc
     except ValueError as exc:  # raised by a schema's __post_init__ check
         where = f"section '{_dotted(path)}'" if path else "config"
         raise ConfigError(f"invalid {where}: {exc}") from exc

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_fields
 from .data.loader import SourceConfig
 from .engine.config import Experiment
 from .errors import UserError
+from .evaluation import DATASETS
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 @dataclass
 class TestSplit:
-    dataset: str = "procedural"  # ih26m | procedural | reih | hic
+    dataset: str = field(default="procedural", metadata={"choices": tuple(DATASETS)})  # ih26m | procedural | reih | hic
     root: str = ""
     split: str = "test"
 
@@ -34,15 +36,15 @@ class Sweep:
     out: str = "runs/sweep"
     experiment: Experiment = field(default_factory=Experiment)  # the base run; train.max_steps must be set
     synth: SourceConfig = field(default_factory=lambda: SourceConfig(kind="shards", root="", split=""))
-    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])  # synthetic shares of each batch, in [0, 1)
+    seeds: list[int] = field(default_factory=lambda: [0])  # >= 0 each
     test: TestSplit = field(default_factory=TestSplit)
     metric: str = "interwild/mpvpe_all_wrist_mm"  # plotted and used for the table's order
-    bootstrap: int = 500  # resamples for the 95% intervals
+    bootstrap: int = 500  # resamples (>= 0) for the 95% intervals; 0: no intervals
 
     def __post_init__(self) -> None:
-        if any(not 0 <= r < 1 for r in self.ratios):
-            raise ValueError(f"ratios are synthetic shares in [0, 1), got {self.ratios}")
+        check_fields(self, "in [0, 1)", "ratios")
+        check_fields(self, ">= 0", "seeds", "bootstrap")
 
 
 def run_config(sweep: Sweep, ratio: float, seed: int) -> Experiment:
@@ -70,7 +72,7 @@ def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) ->
     from .engine import checkpoint as ckpt
     from .engine.distributed import pick_device
     from .engine.predict import predict_dataset
-    from .evaluation import DATASETS, load_ground_truth
+    from .evaluation import load_ground_truth
     from .hand_model.mano import HandModel
     from .models import build_model
 

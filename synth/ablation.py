@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handrecon.config import FieldError, check_fields
 from handrecon.io import atomic_save_figure, atomic_write_text
 
 from .cache import CacheJob, run
@@ -24,8 +25,13 @@ from .generation_eval import GenerationEval, evaluate_generation
 class Ablation:
     out: str = "runs/ablation"
     job: CacheJob = field(default_factory=CacheJob)  # labels, generator and sampling settings shared by every row
-    alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 2.5])  # AE rows (alpha 0 is the +SE+SF row)
+    alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 2.5])  # AE rows, finite and non-zero (alpha 0 is the +SE+SF row)
     eval: GenerationEval = field(default_factory=GenerationEval)  # real set, Inception weights, regressor, detector
+
+    def __post_init__(self) -> None:
+        check_fields(self, "finite", "alphas")
+        if 0 in self.alphas:
+            raise FieldError(("alphas", self.alphas.index(0)), "non-zero (alpha 0 is the +SE+SF row)", 0.0)
 
 
 def rows(ablation: Ablation) -> list[tuple[str, dict]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handrecon.config import check_fields
 from handrecon.data.loader import SourceConfig, build_source
 from handrecon.errors import UserError
 from handrecon.evaluation import code_version, format_table, write_metrics_json
@@ -24,18 +25,22 @@ from .genmetrics import FeatureCache, fid, hand_crop, kid, label_consistency
 class GenerationEval:
     generated: str = ""  # a shard cache folder (tools/synth_cache.py)
     real: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="test"))  # real images with labels
-    max_real: int | None = None  # the first N real samples; null: all
+    max_real: int | None = None  # the first N (>= 1) real samples; null: all
     mano_dir: str = ""
     inception_weights: str = ""  # the FID InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth)
     features: str = ""  # feature cache folder; default: <out>/features
-    crop_margin: float = 1.5  # hand crop side = margin x the longer side of the hands' union box
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
+    crop_margin: float = 1.5  # hand crop side = margin x the longer side of the hands' union box; > 0
+    kid_subsets: int = 100  # >= 1
+    kid_subset_size: int = 1000  # >= 1
     regressor: str | None = None  # a trained run or checkpoint folder: label consistency
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     device: str = "auto"
     out: str = "runs/eval_generation"
-    grid: int = 4  # best and worst samples drawn per per-sample score
+    grid: int = 4  # best and worst samples drawn per per-sample score; >= 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "max_real", "kid_subsets", "kid_subset_size", "grid")
+        check_fields(self, "> 0", "crop_margin")
 
 
 def _images(source, indices, crop_margin: float | None):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from handrecon.config import to_yaml
+from handrecon.config import check_fields, to_yaml
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
@@ -46,12 +46,16 @@ class GeneratorConfig:
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)
     controlnet: str | None = None  # start from this ControlNet folder; default: a copy of the UNet encoder
     structural_fusion: bool = True
-    fusion_resolutions: list[int] | None = None  # latent grid heights whose maps enter psi'; null: all
-    fusion_resolution: int = 8  # fusion grid height, in latent cells
-    hand_bias: float = 2.0  # alpha added to the hand-token logits
+    fusion_resolutions: list[int] | None = None  # latent grid heights (>= 1) whose maps enter psi'; null: all
+    fusion_resolution: int = 8  # fusion grid height, in latent cells; >= 1
+    hand_bias: float = 2.0  # alpha added to the hand-token logits; 0: no bias
     hand_bias_targets: str = field(default="both", metadata={"choices": tuple(HAND_BIAS_TARGETS)})
     condition_style: str = field(default="parts", metadata={"choices": tuple(CONDITION_STYLES)})
     gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "fusion_resolutions", "fusion_resolution")
+        check_fields(self, "finite", "hand_bias")
 
 
 @dataclass
@@ -61,24 +65,36 @@ class GeneratorData:
     split: str = "train"
     prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
     dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: kind
-    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body
-    batch_size: int = 4  # per rank
-    num_workers: int = 2
+    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body; > 0
+    batch_size: int = 4  # per rank; >= 1
+    num_workers: int = 2  # >= 0; 0: load in the main process
+
+    def __post_init__(self) -> None:
+        check_fields(self, "> 0", "crop_margin")
+        check_fields(self, ">= 1", "batch_size")
+        check_fields(self, ">= 0", "num_workers")
 
 
 @dataclass
 class GeneratorTrain:
+    """Step counts and intervals are >= 1."""
+
     max_steps: int = 1000
     amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})
     device: str = "auto"
-    seed: int = 0
+    seed: int = 0  # >= 0
     log_every: int = 20
     val_every: int = 200  # steps between validation grids (and at the end)
     val_samples: int = 4
     val_inference_steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float = 7.5  # >= 0; <= 1: no classifier-free guidance
     ckpt_every: int = 500
     keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        counts = ("max_steps", "log_every", "val_every", "val_samples", "val_inference_steps", "ckpt_every", "keep_last")
+        check_fields(self, ">= 1", *counts)
+        check_fields(self, ">= 0", "seed", "guidance_scale")
 
 
 @dataclass

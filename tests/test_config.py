@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import enum
 import hashlib
+import importlib
+import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +20,9 @@ import pytest
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.config import (
     ConfigError,
+    FieldError,
     UserError,
+    check_fields,
     config_hash,
     config_to_dict,
     load_config,
@@ -420,3 +425,229 @@ def test_mapping_fields_replace_whole_or_set_one_entry(tmp_path):
         load_config(Cfg, None, ["data.ratios.synth=abc"])
     with pytest.raises(ConfigError, match="expected mapping of float for 'data.ratios'"):
         load_config(Cfg, None, ["data.ratios=3"])
+
+
+# ---------------------------------------------------------------- range checks (check_fields)
+
+
+@dataclass
+class Ranged:
+    count: int = 1
+    limit: Optional[int] = None
+    rate: float = 0.5
+    size: tuple[int, int] = (2, 2)
+    weights: dict[str, float] = field(default_factory=dict)
+    span: tuple[float, float] = (0.1, 0.2)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "count", "limit", "size")
+        check_fields(self, "in [0, 1)", "rate")
+        check_fields(self, ">= 0", "weights")
+        check_fields(self, "lo <= hi", "span")
+
+
+@dataclass
+class RangedOuter:
+    inner: Ranged = field(default_factory=Ranged)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("inner.count=0", "inner.count must be >= 1, got 0"),
+        ("inner.limit=-1", "inner.limit must be >= 1 or null, got -1"),
+        ("inner.rate=1.0", "inner.rate must be in [0, 1), got 1.0"),
+        ("inner.rate=.nan", "inner.rate must be finite, got nan"),
+        ("inner.rate=-.inf", "inner.rate must be finite, got -inf"),
+        ("inner.size=[3, 0]", "inner.size[1] must be >= 1, got 0"),
+        ("inner.weights.a=-1", "inner.weights.a must be >= 0, got -1.0"),
+        ("inner.span=[2, 1]", "inner.span must be lo <= hi, got (2.0, 1.0)"),
+    ],
+)
+def test_check_fields_errors_name_the_full_key_and_value(override, expected):
+    assert error_of(RangedOuter, overrides=[override]) == expected
+
+
+def test_check_fields_passes_good_values_and_guards_direct_construction():
+    cfg = load_config(RangedOuter, overrides=["inner.limit=5", "inner.rate=0", "inner.weights={a: 0, b: 2}", "inner.span=[1, 1]"])
+    assert cfg.inner.limit == 5 and cfg.inner.weights == {"a": 0.0, "b": 2.0}
+    with pytest.raises(FieldError, match=r"^count must be >= 1, got 0$"):  # no section outside the loader
+        Ranged(count=0)
+    assert FieldError(("size", 1), ">= 1", 0).message(("data",)) == "data.size[1] must be >= 1, got 0"
+
+
+@pytest.mark.parametrize(
+    "rule, good, bad", [("> 0", 1e-9, 0.0), ("in (0, 1]", 1.0, 0.0), ("in [1, 100]", 100, 101), ("finite", -5.0, float("inf"))]
+)
+def test_check_fields_rules(rule, good, bad):
+    @dataclass
+    class One:
+        x: float = good
+
+    check_fields(One(), rule, "x")
+    with pytest.raises(FieldError, match=rf"^x must be {re.escape(rule)}, got {bad}$"):
+        check_fields(One(x=bad), rule, "x")
+    with pytest.raises(TypeError, match="unknown range rule"):
+        check_fields(One(), "positive", "x")
+
+
+# ---------------------------------------------------------------- the project's schemas
+
+
+def schema(spec: str) -> type:
+    """'package.module:Class' or 'tools/x.py:Class', imported when the test runs (this file stays
+    quick to collect)."""
+    module, name = spec.split(":")
+    if module.endswith(".py"):  # a tool: registered under its own name (dataclasses look their module up)
+        key = "tools." + Path(module).stem
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, REPO / module)
+            sys.modules[key] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[key])
+        return getattr(sys.modules[key], name)
+    return getattr(importlib.import_module(module), name)
+
+
+EXPERIMENT = "handrecon.engine.config:Experiment"
+GENERATOR = "synth.train:GeneratorExperiment"
+SEMANTICS = "synth.semantics.chain:SemanticsConfig"
+SYNTH_SOURCE = "data.synth={kind: shards, root: s}"
+
+BAD_VALUES = [
+    # (schema, overrides, the one-line error)
+    (EXPERIMENT, ["data.batch_size=-4"], "data.batch_size must be >= 1, got -4"),
+    (EXPERIMENT, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
+    (EXPERIMENT, ["data.seed=-1"], "data.seed must be >= 0, got -1"),
+    (EXPERIMENT, ["data.epoch_source=null", "data.steps_per_epoch=0"], "data.steps_per_epoch must be >= 1 or null, got 0"),
+    (EXPERIMENT, [SYNTH_SOURCE, "data.ratios.synth=-0.3"], "data.ratios.synth must be >= 0, got -0.3"),
+    (EXPERIMENT, ["data.ratios.real=.inf"], "data.ratios.real must be finite, got inf"),
+    (EXPERIMENT, ["data.epoch_source=null", "data.steps_per_epoch=5", "data.ratios.real=0"],
+     "data.ratios must be weights with at least one > 0, got {'real': 0.0}"),
+    (EXPERIMENT, [SYNTH_SOURCE, "data.ratios.synth=0", "data.epoch_source=synth"],
+     "data.epoch_source must be a source with a ratio > 0 (an epoch over it would never end), got 'synth'"),
+    (EXPERIMENT, ["val.max_samples=-1"], "val.max_samples must be >= 1 or null, got -1"),
+    (EXPERIMENT, ["val.batch_size=0"], "val.batch_size must be >= 1, got 0"),
+    (EXPERIMENT, ["val.images=-1"], "val.images must be >= 0, got -1"),
+    (EXPERIMENT, ["optim.lr=-1e-3"], "optim.lr must be > 0, got -0.001"),
+    (EXPERIMENT, ["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    (EXPERIMENT, ["optim.lr=.nan"], "optim.lr must be finite, got nan"),
+    (EXPERIMENT, ["optim.weight_decay=-0.1"], "optim.weight_decay must be >= 0, got -0.1"),
+    (EXPERIMENT, ["optim.betas=[0.9, 1.0]"], "optim.betas[1] must be in [0, 1), got 1.0"),
+    (EXPERIMENT, ["optim.momentum=1.5"], "optim.momentum must be in [0, 1), got 1.5"),
+    (EXPERIMENT, ["optim.grad_clip=0"], "optim.grad_clip must be > 0 or null, got 0.0"),
+    (EXPERIMENT, ["optim.grad_accum=0"], "optim.grad_accum must be >= 1, got 0"),
+    (EXPERIMENT, ["schedule.warmup_steps=-1"], "schedule.warmup_steps must be >= 0, got -1"),
+    (EXPERIMENT, ["schedule.milestones=[0.5, 1.5]"], "schedule.milestones[1] must be in [0, 1], got 1.5"),
+    (EXPERIMENT, ["schedule.gamma=0"], "schedule.gamma must be > 0, got 0.0"),
+    (EXPERIMENT, ["schedule.min_lr_ratio=2"], "schedule.min_lr_ratio must be in [0, 1], got 2.0"),
+    (EXPERIMENT, ["train.epochs=0"], "train.epochs must be >= 1, got 0"),
+    (EXPERIMENT, ["train.max_steps=0"], "train.max_steps must be >= 1 or null, got 0"),
+    (EXPERIMENT, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
+    (EXPERIMENT, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
+    (EXPERIMENT, ["train.eval_every=-1"], "train.eval_every must be >= 0, got -1"),
+    (EXPERIMENT, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
+    (EXPERIMENT, ["augment.output_size=[0, 256]"], "augment.output_size[0] must be >= 1, got 0"),
+    (EXPERIMENT, ["augment.crop_margin=0"], "augment.crop_margin must be > 0, got 0.0"),
+    (EXPERIMENT, ["augment.flip_prob=1.5"], "augment.flip_prob must be in [0, 1], got 1.5"),
+    (EXPERIMENT, ["augment.hue=0.6"], "augment.hue must be in [0, 0.5], got 0.6"),
+    (EXPERIMENT, ["augment.brightness=-0.1"], "augment.brightness must be >= 0, got -0.1"),
+    (EXPERIMENT, ["augment.scale_range=[1.2, 0.8]"], "augment.scale_range must be lo <= hi, got (1.2, 0.8)"),
+    (EXPERIMENT, ["augment.blur_limit=[3, 4]"], "augment.blur_limit must be odd kernel sides, got (3, 4)"),
+    (EXPERIMENT, ["augment.jpeg_quality_range=[0, 90]"], "augment.jpeg_quality_range[0] must be in [1, 100], got 0"),
+    (EXPERIMENT, ["augment.occlusion_size_range=[0.1, 1.5]"], "augment.occlusion_size_range[1] must be in (0, 1], got 1.5"),
+    (EXPERIMENT, ["augment.framing=body"], "augment.framing must be one of ['hands', 'image'], got 'body'"),
+    (EXPERIMENT, ["model.input_size=[0, 64]"], "model.input_size[0] must be >= 1, got 0"),
+    (EXPERIMENT, ["model.hand_size=0"], "model.hand_size must be >= 1 or null, got 0"),
+    (EXPERIMENT, ["model.refine_stages=-1"], "model.refine_stages must be >= 0 or null, got -1"),
+    (EXPERIMENT, ["model.loss_weights.verts=-1"], "model.loss_weights.verts must be >= 0, got -1.0"),
+    ("handrecon.sweep:Sweep", ["experiment.data.batch_size=0"], "experiment.data.batch_size must be >= 1, got 0"),
+    ("handrecon.sweep:Sweep", ["ratios=[0.0, 1.0]"], "ratios[1] must be in [0, 1), got 1.0"),
+    ("handrecon.sweep:Sweep", ["seeds=[0, -1]"], "seeds[1] must be >= 0, got -1"),
+    ("handrecon.sweep:Sweep", ["bootstrap=-1"], "bootstrap must be >= 0, got -1"),
+    ("handrecon.sweep:Sweep", ["test.dataset=foo"],
+     "--set test.dataset=foo: invalid value 'foo' for 'test.dataset' (choices: ih26m, procedural, reih, hic)"),
+    ("handrecon.data.procedural:ProceduralConfig", ["image_size=[0, 64]"], "image_size[0] must be >= 1, got 0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["single_hand_prob=2"], "single_hand_prob must be in [0, 1], got 2.0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["interaction_weights=[-1, 1, 1, 1]"],
+     "interaction_weights[0] must be >= 0, got -1.0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["split_fractions=[0, 0, 0]"],
+     "split_fractions must be weights with at least one > 0, got (0.0, 0.0, 0.0)"),
+    ("handrecon.data.procedural:ProceduralConfig", ["focal_range=[2, 1]"], "focal_range must be lo <= hi, got (2.0, 1.0)"),
+    ("handrecon.data.procedural:ProceduralConfig", ["fill_range=[0, 0.5]"], "fill_range[0] must be > 0, got 0.0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["shape_std=-1"], "shape_std must be >= 0, got -1.0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["jpeg_quality=0"], "jpeg_quality must be in [1, 100], got 0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["batch_size=0"], "batch_size must be >= 1, got 0"),
+    (GENERATOR, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
+    (GENERATOR, ["train.val_every=0"], "train.val_every must be >= 1, got 0"),
+    (GENERATOR, ["train.ckpt_every=0"], "train.ckpt_every must be >= 1, got 0"),
+    (GENERATOR, ["train.max_steps=0"], "train.max_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.val_samples=0"], "train.val_samples must be >= 1, got 0"),
+    (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
+    (GENERATOR, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
+    (GENERATOR, ["train.guidance_scale=-1"], "train.guidance_scale must be >= 0, got -1.0"),
+    (GENERATOR, ["model.fusion_resolution=0"], "model.fusion_resolution must be >= 1, got 0"),
+    (GENERATOR, ["model.fusion_resolutions=[8, 0]"], "model.fusion_resolutions[1] must be >= 1, got 0"),
+    (GENERATOR, ["model.hand_bias=.nan"], "model.hand_bias must be finite, got nan"),
+    (GENERATOR, ["data.batch_size=0"], "data.batch_size must be >= 1, got 0"),
+    (GENERATOR, ["data.crop_margin=0"], "data.crop_margin must be > 0, got 0.0"),
+    (GENERATOR, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
+    (GENERATOR, ["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    ("synth.ablation:Ablation", ["alphas=[1.0, 0.0]"], "alphas[1] must be non-zero (alpha 0 is the +SE+SF row), got 0.0"),
+    ("synth.ablation:Ablation", ["alphas=[.inf]"], "alphas[0] must be finite, got inf"),
+    ("synth.ablation:Ablation", ["eval.grid=0"], "eval.grid must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["max_real=0"], "max_real must be >= 1 or null, got 0"),
+    ("synth.generation_eval:GenerationEval", ["kid_subsets=0"], "kid_subsets must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["kid_subset_size=0"], "kid_subset_size must be >= 1, got 0"),
+    ("synth.generation_eval:GenerationEval", ["crop_margin=-1"], "crop_margin must be > 0, got -1.0"),
+    ("synth.generation_eval:GenerationEval", ["detector.min_confidence=1.5"], "detector.min_confidence must be in [0, 1], got 1.5"),
+    (SEMANTICS, ["fewshot=-1"], "fewshot must be >= 0, got -1"),
+    (SEMANTICS, ["max_prompt_words=0"], "max_prompt_words must be >= 1, got 0"),
+    (SEMANTICS, ["openai.timeout_s=0"], "openai.timeout_s must be > 0, got 0.0"),
+    (SEMANTICS, ["openai.retries=-1"], "openai.retries must be >= 0, got -1"),
+    (SEMANTICS, ["openai.backoff_s=-1"], "openai.backoff_s must be >= 0, got -1.0"),
+    (SEMANTICS, ["openai.concurrency=0"], "openai.concurrency must be >= 1, got 0"),
+    (SEMANTICS, ["openai.temperature=-0.5"], "openai.temperature must be >= 0, got -0.5"),
+    (SEMANTICS, ["openai.max_tokens=0"], "openai.max_tokens must be >= 1, got 0"),
+    (SEMANTICS, ["transformers.batch_size=0"], "transformers.batch_size must be >= 1, got 0"),
+    (SEMANTICS, ["transformers.max_new_tokens=0"], "transformers.max_new_tokens must be >= 1, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["limit=0"], "limit must be >= 1 or null, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["batch=0"], "batch must be >= 1, got 0"),
+    ("tools/semantics.py:SemanticsRun", ["semantics.openai.retries=-1"], "semantics.openai.retries must be >= 0, got -1"),
+    ("tools/quickstart.py:QuickstartConfig", ["generator_steps=0"], "generator_steps must be >= 1, got 0"),
+    ("tools/quickstart.py:QuickstartConfig", ["seed=-1"], "seed must be >= 0, got -1"),
+    ("tools/quickstart.py:QuickstartConfig", ["ratios=[0.0, 1.0]"], "ratios[1] must be in [0, 1), got 1.0"),
+    ("tools/quickstart.py:QuickstartConfig", ["procedural.batch_size=0"], "procedural.batch_size must be >= 1, got 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec, overrides, expected", BAD_VALUES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_values_are_config_errors_naming_key_and_value(spec, overrides, expected):
+    assert error_of(schema(spec), overrides=overrides) == expected
+
+
+@pytest.mark.parametrize("spec", sorted({spec for spec, _, _ in BAD_VALUES}))
+def test_schema_defaults_load(spec):
+    cls = schema(spec)
+    assert load_config(cls) == cls()
+
+
+@pytest.mark.parametrize(
+    "spec, path",
+    [
+        (EXPERIMENT, "configs/train_tiny.yaml"),
+        (GENERATOR, "configs/synth_tiny.yaml"),
+        ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml"),
+    ],
+)
+def test_shipped_configs_load(spec, path):
+    load_config(schema(spec), REPO / path)
+
+
+def test_meaningful_edge_values_are_accepted():
+    cfg = load_config(schema(EXPERIMENT), overrides=[
+        "val.max_samples=null", "val.images=0", "train.eval_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
+        "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.7, synth: 0.5}",
+        "augment.flip_prob=0", "augment.rotation_prob=1", "model.refine_stages=0", "model.loss_weights.verts=0",
+    ])  # fmt: skip
+    assert cfg.data.ratios == {"real": 0.7, "synth": 0.5}  # weights, normalised by the sampler

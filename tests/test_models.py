@@ -87,6 +87,12 @@ def test_wrong_input_size_and_options_are_clear_errors(hand_model):
         create_model("nope", hand_model)
     with pytest.raises(UserError, match="no loss term"):
         build_model(ModelConfig(name="dir_tiny", loss_weights={"boxes": 1.0}), hand_model)
+    with pytest.raises(UserError, match=r"^model 'dir_tiny': hidden must be a multiple of heads \(2\), got 33$"):
+        create_model("dir_tiny", hand_model, hidden=33)
+    with pytest.raises(UserError, match=r"^model 'interwild_tiny': sigma must be > 0, got 0$"):
+        create_model("interwild_tiny", hand_model, sigma=0)
+    with pytest.raises(UserError, match=r"^model 'interwild_tiny': loss_weights.verts must be >= 0, got -1.0$"):
+        create_model("interwild_tiny", hand_model, loss_weights={"verts": -1.0})
 
 
 def test_pretrained_weights_come_from_a_local_file(hand_model, tmp_path):

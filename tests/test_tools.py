@@ -1,7 +1,8 @@
-"""Every command-line tool answers --help with its one-line purpose."""
+"""Command-line tools: --help states each one's purpose; a bad config value is one error line before anything is written."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,22 @@ def test_make_standin_mano_writes_both_files(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert {p.name for p in tmp_path.iterdir()} == {"MANO_RIGHT.pkl", "MANO_LEFT.pkl"}
+
+
+@pytest.mark.parametrize(
+    "tool, config, override, expected",
+    [
+        ("train.py", "train_tiny.yaml", "data.batch_size=-4", "data.batch_size must be >= 1, got -4"),
+        ("train.py", "train_tiny.yaml", "val.max_samples=-1", "val.max_samples must be >= 1 or null, got -1"),
+        ("train.py", "train_tiny.yaml", "optim.lr=-1e-3", "optim.lr must be > 0, got -0.001"),
+        ("synth_train.py", "synth_tiny.yaml", "train.log_every=0", "train.log_every must be >= 1, got 0"),
+    ],
+)
+def test_out_of_range_config_values_stop_a_tool_before_its_run_folder(tool, config, override, expected, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, str(ROOT / "tools" / tool), str(ROOT / "configs" / config), "--set", override, f"out={tmp_path / 'run'}"]
+    out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected}"]
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder, nothing else either

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.config import check_fields
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
@@ -19,8 +20,10 @@ from handrecon.io import atomic_save_image, atomic_write_text
 
 @dataclass
 class QuickstartConfig:
+    """Counts, sizes and steps are >= 1."""
+
     out: str = "runs/quickstart"  # every artefact goes below this folder
-    seed: int = 0
+    seed: int = 0  # >= 0
     device: str = "auto"  # auto: CUDA when present
     num_images: int = 400  # procedural images over train/val/test
     procedural: ProceduralConfig = field(default_factory=lambda: ProceduralConfig(image_size=(192, 192)))
@@ -32,8 +35,15 @@ class QuickstartConfig:
     regressor: str = "interwild_tiny"  # a registered model
     regressor_steps: int = 150  # the same for every mix ratio
     regressor_batch: int = 16
-    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])
-    bootstrap: int = 500
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])  # synthetic shares of each batch, in [0, 1)
+    bootstrap: int = 500  # resamples (>= 0) for the 95% intervals; 0: no intervals
+
+    def __post_init__(self) -> None:
+        counts = ("num_images", "gallery_size", "generator_steps", "generator_batch", "synth_samples", "synth_inference_steps",
+                  "regressor_steps", "regressor_batch")  # fmt: skip
+        check_fields(self, ">= 1", *counts)
+        check_fields(self, ">= 0", "seed", "bootstrap")
+        check_fields(self, "in [0, 1)", "ratios")
 
 
 def _stage(name: str) -> None:

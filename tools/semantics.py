@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
-from handrecon.config import save_config
+from handrecon.config import check_fields, save_config
 from handrecon.errors import UserError
 from handrecon.io import ensure_writable_dir
 from synth.semantics.chain import SemanticsChain, SemanticsConfig
@@ -23,9 +23,12 @@ class SemanticsRun:
     split: str = "train"
     mano_dir: str = ""  # default: DATA_ROOT/mano (as make_procedural writes it)
     out: str = "runs/prompts"  # the cache folder; the file is <dataset>_<split>_<hash>.jsonl
-    limit: int | None = None  # the first N samples only
-    batch: int = 16  # samples per chain call (and per durable write)
+    limit: int | None = None  # the first N (>= 1) samples only; null: all
+    batch: int = 16  # samples per chain call (and per durable write); >= 1
     semantics: SemanticsConfig = field(default_factory=SemanticsConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "limit", "batch")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import FieldError, check_fields
 from ..hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ..hand_model.mano import SIDES, HandModel
 from .readers.common import box_from_points
@@ -113,52 +114,49 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    output_size: tuple[int, int] = (256, 256)
-    crop_margin: float = 1.25
+    output_size: tuple[int, int] = (256, 256)  # >= 1 each
+    crop_margin: float = 1.25  # > 0
     framing: str = "hands"  # 'hands' or 'image' (see FRAMINGS)
-    scale_range: tuple[float, float] = (0.8, 1.25)
+    scale_range: tuple[float, float] = (0.8, 1.25)  # 0 < lo <= hi
     rotation_prob: float = 0.6
-    rotation_range_deg: tuple[float, float] = (-45.0, 45.0)
-    translation_range: float = 0.1
+    rotation_range_deg: tuple[float, float] = (-45.0, 45.0)  # lo <= hi
+    translation_range: float = 0.1  # >= 0
     flip_prob: float = 0.5
-    border_value: int = 0
-    # photometric
+    border_value: int = 0  # in [0, 255]
+    # photometric; every *_prob is in [0, 1]
     color_jitter_prob: float = 0.8
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    hue: float = 0.05
+    brightness: float = 0.3  # >= 0
+    contrast: float = 0.3  # >= 0
+    saturation: float = 0.3  # >= 0
+    hue: float = 0.05  # in [0, 0.5]
     blur_prob: float = 0.2
-    blur_limit: tuple[int, int] = (3, 7)
+    blur_limit: tuple[int, int] = (3, 7)  # odd kernel sides, 3 <= lo <= hi
     noise_prob: float = 0.2
-    noise_std_range: tuple[float, float] = (0.01, 0.05)  # fraction of 255
+    noise_std_range: tuple[float, float] = (0.01, 0.05)  # fraction of 255; 0 <= lo <= hi
     jpeg_prob: float = 0.3
-    jpeg_quality_range: tuple[int, int] = (40, 95)
+    jpeg_quality_range: tuple[int, int] = (40, 95)  # 1 <= lo <= hi <= 100
     occlusion_prob: float = 0.3
-    occlusion_holes: tuple[int, int] = (1, 3)
-    occlusion_size_range: tuple[float, float] = (0.05, 0.3)  # side, fraction of the output side
+    occlusion_holes: tuple[int, int] = (1, 3)  # 1 <= lo <= hi
+    occlusion_size_range: tuple[float, float] = (0.05, 0.3)  # side, fraction of the output side; 0 < lo <= hi <= 1
 
     def __post_init__(self) -> None:
-        h, w = self.output_size
-        checks = [
-            (h > 0 and w > 0, "output_size", "two positive ints (H, W)"),
-            (self.crop_margin > 0, "crop_margin", "> 0"),
-            (self.framing in FRAMINGS, "framing", f"one of {sorted(FRAMINGS)}"),
-            (0 < self.scale_range[0] <= self.scale_range[1], "scale_range", "0 < lo <= hi"),
-            (self.rotation_range_deg[0] <= self.rotation_range_deg[1], "rotation_range_deg", "lo <= hi"),
-            (self.translation_range >= 0, "translation_range", ">= 0"),
-            (0 <= self.border_value <= 255, "border_value", "in 0..255"),
-            (3 <= self.blur_limit[0] <= self.blur_limit[1] and all(k % 2 for k in self.blur_limit), "blur_limit", "odd, 3 <= lo <= hi"),
-            (0 <= self.noise_std_range[0] <= self.noise_std_range[1], "noise_std_range", "0 <= lo <= hi"),
-            (1 <= self.jpeg_quality_range[0] <= self.jpeg_quality_range[1] <= 100, "jpeg_quality_range", "1 <= lo <= hi <= 100"),
-            (1 <= self.occlusion_holes[0] <= self.occlusion_holes[1], "occlusion_holes", "1 <= lo <= hi"),
-            (0 < self.occlusion_size_range[0] <= self.occlusion_size_range[1] <= 1, "occlusion_size_range", "0 < lo <= hi <= 1"),
-        ]
-        for name in ("rotation_prob", "flip_prob", "color_jitter_prob", "blur_prob", "noise_prob", "jpeg_prob", "occlusion_prob"):
-            checks.append((0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]"))
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(f"AugmentConfig: {name} must be {rule}, got {getattr(self, name)!r}")
+        if self.framing not in FRAMINGS:
+            raise FieldError("framing", f"one of {sorted(FRAMINGS)}", self.framing)
+        check_fields(self, ">= 1", "output_size", "occlusion_holes")
+        check_fields(self, "> 0", "crop_margin", "scale_range")
+        check_fields(self, "finite", "rotation_range_deg")
+        check_fields(self, ">= 0", "translation_range", "brightness", "contrast", "saturation", "noise_std_range")
+        check_fields(self, "in [0, 0.5]", "hue")
+        check_fields(self, "in [0, 255]", "border_value")
+        check_fields(self, ">= 3", "blur_limit")
+        if not all(k % 2 for k in self.blur_limit):
+            raise FieldError("blur_limit", "odd kernel sides", self.blur_limit)
+        check_fields(self, "in [1, 100]", "jpeg_quality_range")
+        check_fields(self, "in (0, 1]", "occlusion_size_range")
+        pairs = ("scale_range", "rotation_range_deg", "blur_limit", "noise_std_range", "jpeg_quality_range", "occlusion_holes", "occlusion_size_range")
+        check_fields(self, "lo <= hi", *pairs)
+        probs = ("rotation_prob", "flip_prob", "color_jitter_prob", "blur_prob", "noise_prob", "jpeg_prob", "occlusion_prob")
+        check_fields(self, "in [0, 1]", *probs)
 
 
 def rng_for(seed: int, epoch: int, index: int, repeat: int = 0) -> np.random.Generator:

@@ -7,9 +7,11 @@
       batch_size: 32                        # per rank
       epoch_source: real                    # one epoch = one pass over the real data
 
-Each named section is one source; `ratios` keys name sections. `build_mixed_loader` returns a
-DataLoader whose batches hold exactly each source's quota (MixedBatchSampler) and whose samples
-carry their source's section name in `source`.
+Each named section is one source; `ratios` keys name sections and their values are weights
+(finite, >= 0, not all 0, the epoch source's > 0) normalised to the batch shares, so
+{real: 0.7, synth: 0.5} mixes 7:5. `build_mixed_loader` returns a DataLoader whose batches hold
+exactly each source's quota (MixedBatchSampler) and whose samples carry their source's section
+name in `source`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..config import FieldError, check_fields
 from ..errors import UserError
 from ..hand_model.mano import HandModel
 from .mixing import ConcatSources, Draw, MixedBatchSampler
@@ -36,20 +39,27 @@ class SourceConfig:
 class DataConfig:
     real: SourceConfig | None = field(default_factory=SourceConfig)
     synth: SourceConfig | None = None
-    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})
-    batch_size: int = 32  # per rank
-    epoch_source: str | None = "real"  # one epoch = one pass over this source ...
-    steps_per_epoch: int | None = None  # ... or exactly this many steps
-    num_workers: int = 2
-    seed: int = 0
+    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})  # weights >= 0, normalised to shares
+    batch_size: int = 32  # per rank; >= 1
+    epoch_source: str | None = "real"  # one epoch = one pass over this source (its ratio > 0) ...
+    steps_per_epoch: int | None = None  # ... or exactly this many steps (>= 1)
+    num_workers: int = 2  # >= 0; 0: load in the main process
+    seed: int = 0  # >= 0
 
     def __post_init__(self) -> None:
         configured = [n for n in SOURCE_NAMES if getattr(self, n) is not None]
         unknown = [k for k in self.ratios if k not in configured]
         if unknown:
             raise ValueError(f"data.ratios names {unknown}, which are not configured sources (configured: {configured})")
+        check_fields(self, ">= 0", "ratios")
+        if not any(self.ratios.values()):
+            raise FieldError("ratios", "weights with at least one > 0", self.ratios)
         if (self.epoch_source is None) == (self.steps_per_epoch is None):
             raise ValueError("set exactly one of data.epoch_source and data.steps_per_epoch")
+        if self.epoch_source is not None and not self.ratios.get(self.epoch_source, 0) > 0:
+            raise FieldError("epoch_source", "a source with a ratio > 0 (an epoch over it would never end)", self.epoch_source)
+        check_fields(self, ">= 1", "batch_size", "steps_per_epoch")
+        check_fields(self, ">= 0", "num_workers", "seed")
 
 
 def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True) -> torch.utils.data.Dataset:

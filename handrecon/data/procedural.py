@@ -20,6 +20,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from ..config import FieldError, check_fields
 from ..hand_model.articulation import GRASPS, JointAxes, joint_axes, sample_hand_pose
 from ..hand_model.mano import SIDES, HandModel
 from ..hand_model.topology import boundary_loops
@@ -46,18 +47,29 @@ SKIN_TONES = np.array(
 class ProceduralConfig:
     """How procedural scenes are drawn. Distances in metres, angles in radians."""
 
-    image_size: tuple[int, int] = (256, 256)  # (H, W)
-    single_hand_prob: float = 0.3
-    interaction_weights: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)  # as INTERACTIONS
+    image_size: tuple[int, int] = (256, 256)  # (H, W); >= 1 each
+    single_hand_prob: float = 0.3  # in [0, 1]
+    interaction_weights: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)  # as INTERACTIONS; >= 0, not all 0
     grasps: tuple[str, ...] = tuple(GRASPS)
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
-    focal_range: tuple[float, float] = (1.4, 2.4)  # focal length in units of the image width
-    fill_range: tuple[float, float] = (0.55, 0.9)  # fraction of the image the hands span
-    forearm_length: tuple[float, float] = (0.10, 0.22)
-    shape_std: float = 0.8
-    jpeg_quality: int = 92
-    batch_size: int = 16
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test; >= 0, not all 0 (normalised)
+    focal_range: tuple[float, float] = (1.4, 2.4)  # focal length in units of the image width; 0 < lo <= hi
+    fill_range: tuple[float, float] = (0.55, 0.9)  # fraction of the image the hands span; 0 < lo <= hi
+    forearm_length: tuple[float, float] = (0.10, 0.22)  # 0 <= lo <= hi
+    shape_std: float = 0.8  # >= 0
+    jpeg_quality: int = 92  # in [1, 100]
+    batch_size: int = 16  # >= 1
     backgrounds: tuple[str, ...] = field(default_factory=lambda: tuple(BACKGROUNDS))
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "image_size", "batch_size")
+        check_fields(self, "in [0, 1]", "single_hand_prob")
+        check_fields(self, ">= 0", "interaction_weights", "split_fractions", "forearm_length", "shape_std")
+        for name in ("interaction_weights", "split_fractions"):
+            if not any(getattr(self, name)):
+                raise FieldError(name, "weights with at least one > 0", getattr(self, name))
+        check_fields(self, "> 0", "focal_range", "fill_range")
+        check_fields(self, "lo <= hi", "focal_range", "fill_range", "forearm_length")
+        check_fields(self, "in [1, 100]", "jpeg_quality")
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import check_fields
 from ..data.augment import AugmentConfig
 from ..data.loader import DataConfig
 from ..evaluation import DATASETS
@@ -12,29 +13,23 @@ from .optim import OptimConfig, ScheduleConfig
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1  # passes over data.epoch_source (or data.steps_per_epoch steps each)
-    max_steps: int | None = None  # optimizer steps; when set it replaces `epochs`
+    epochs: int = 1  # passes over data.epoch_source (or data.steps_per_epoch steps each); >= 1
+    max_steps: int | None = None  # optimizer steps (>= 1); when set it replaces `epochs`
     amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})  # fp16 needs CUDA
     device: str = "auto"  # auto: the rank's GPU if CUDA is available, else cpu
-    seed: int = 0  # model initialisation and augmentation
+    seed: int = 0  # >= 0; model initialisation and augmentation
     sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics over all ranks' samples
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [hand_backbone]
-    log_every: int = 20  # optimizer steps between TensorBoard scalars
+    log_every: int = 20  # optimizer steps between TensorBoard scalars; >= 1
     eval_every: int = 0  # optimizer steps between validations; 0: once per epoch
     ckpt_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
-    keep_last: int = 3  # newest checkpoints kept (the best one is kept as well)
+    keep_last: int = 3  # newest checkpoints kept (the best one is kept as well); >= 1
     best_metric: str = "interwild/mpvpe_all_wrist_mm"  # a validation metric key
     best_mode: str = field(default="min", metadata={"choices": ("min", "max")})
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "log_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "ckpt_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+        check_fields(self, ">= 1", "epochs", "max_steps", "log_every", "keep_last")
+        check_fields(self, ">= 0", "seed", "eval_every", "ckpt_every")
 
 
 @dataclass
@@ -45,13 +40,15 @@ class ValConfig:
     root: str = ""
     split: str = "val"
     protocol: str = field(default="interwild", metadata={"choices": ("interwild", "dir")})
-    max_samples: int | None = 512  # the first N samples of the split (a fixed subset); null: all
-    batch_size: int = 16
+    max_samples: int | None = 512  # the first N (>= 1) samples of the split (a fixed subset); null: all
+    batch_size: int = 16  # >= 1
     images: int = 8  # samples drawn with their predicted mesh per validation (0: none)
 
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in DATASETS:
             raise ValueError(f"val.dataset must be one of {sorted(DATASETS)} or null, got {self.dataset!r}")
+        check_fields(self, ">= 1", "max_samples", "batch_size")
+        check_fields(self, ">= 0", "images")
 
 
 @dataclass

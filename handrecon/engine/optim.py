@@ -11,43 +11,43 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..config import check_fields
 from ..errors import UserError
 
 
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adam | adamw | sgd
-    lr: float = 1e-4  # base learning rate (not scaled by world size or accumulation)
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    momentum: float = 0.9  # sgd
-    grad_clip: float | None = 1.0  # max global gradient norm; null: no clipping
-    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4  # base learning rate (not scaled by world size or accumulation); > 0
+    weight_decay: float = 1e-4  # >= 0
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw; each in [0, 1)
+    momentum: float = 0.9  # sgd; in [0, 1)
+    grad_clip: float | None = 1.0  # max global gradient norm (> 0); null: no clipping
+    grad_accum: int = 1  # micro-batches per optimizer step; >= 1
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {sorted(OPTIMIZERS)}, got {self.name!r}")
-        if self.grad_accum < 1:
-            raise ValueError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
+        check_fields(self, "> 0", "lr", "grad_clip")
+        check_fields(self, ">= 0", "weight_decay")
+        check_fields(self, "in [0, 1)", "betas", "momentum")
+        check_fields(self, ">= 1", "grad_accum")
 
 
 @dataclass
 class ScheduleConfig:
     name: str = "cosine"  # constant | step | cosine
-    warmup_steps: int = 0  # linear ramp from 0 to the base LR over these optimizer steps
-    milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # step: fractions of the run
-    gamma: float = 0.1  # step: factor at each milestone
-    min_lr_ratio: float = 0.0  # cosine: the final LR as a fraction of the base LR
+    warmup_steps: int = 0  # linear ramp from 0 to the base LR over these optimizer steps; >= 0
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # step: fractions of the run, in [0, 1]
+    gamma: float = 0.1  # step: factor (> 0) at each milestone
+    min_lr_ratio: float = 0.0  # cosine: the final LR as a fraction (in [0, 1]) of the base LR
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
             raise ValueError(f"schedule.name must be one of {sorted(SCHEDULES)}, got {self.name!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if any(not 0 <= m <= 1 for m in self.milestones):
-            raise ValueError(f"schedule.milestones are fractions of the run in [0, 1], got {self.milestones}")
+        check_fields(self, ">= 0", "warmup_steps")
+        check_fields(self, "in [0, 1]", "milestones", "min_lr_ratio")
+        check_fields(self, "> 0", "gamma")
 
 
 OPTIMIZERS: dict[str, Callable[[Iterable, OptimConfig], torch.optim.Optimizer]] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..config import check_fields
 from ..errors import UserError
 from ..hand_model.mano import HandModel
 from .base import OUTPUT_KEYS, HandRegressor, make_config
@@ -75,12 +76,16 @@ class ModelConfig:
     name: str = "interwild"  # a registered model: interwild, interwild_tiny, dir, dir_tiny
     backbone: str | None = None  # timm model name
     pretrained: str | None = None  # local timm weights file for the backbone(s)
-    input_size: tuple[int, int] | None = None  # (H, W) the data section must crop to
+    input_size: tuple[int, int] | None = None  # (H, W) the data section must crop to; >= 1 each
     loss: str | None = None  # l1 | smooth_l1
-    loss_weights: dict[str, float] = field(default_factory=dict)
-    hand_size: int | None = None  # interwild: hand crop side
+    loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
+    hand_size: int | None = None  # interwild: hand crop side; >= 1
     roi_boxes: str | None = None  # interwild: 'pred' or 'gt' boxes for the training crops
-    refine_stages: int | None = None  # dir: number of refinement stages
+    refine_stages: int | None = None  # dir: number of refinement stages; >= 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "input_size", "hand_size")
+        check_fields(self, ">= 0", "loss_weights", "refine_stages")
 
 
 def build_model(cfg: ModelConfig, hand_model: HandModel) -> HandRegressor:

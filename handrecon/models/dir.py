@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..config import FieldError, check_fields
 from ..hand_model.constants import NUM_JOINTS, SKELETON_21
 from ..hand_model.rotation import rot6d_to_axis_angle
 from ..losses import edge_length_error, masked_mean, mesh_edges
@@ -36,21 +37,25 @@ from .layers import backproject, identity_rot6d, mlp, normalize_image, sample_at
 class DIRConfig:
     backbone: str = "resnet50"
     pretrained: str = ""  # local timm weights file for the backbone ('' = random init)
-    input_size: tuple[int, int] = (256, 256)
-    pca_components: int = 45
-    refine_stages: int = 2
-    hidden: int = 256
+    input_size: tuple[int, int] = (256, 256)  # square, >= 1
+    pca_components: int = 45  # in [1, 45]
+    refine_stages: int = 2  # >= 0 (0: the initial regression only)
+    hidden: int = 256  # a multiple of `heads`
     heads: int = 4
     offset_scale: float = 0.15  # metres per unit of the predicted offset
     init_scale: float = 5.0  # weak-perspective scale at initialisation (normalised crop units per metre)
     loss: str = "smooth_l1"
-    loss_weights: dict[str, float] = field(default_factory=dict)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # >= 0 each (0: off)
 
     def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "input_size", "hidden", "heads")
         if self.input_size[0] != self.input_size[1]:
             raise ValueError(f"input_size must be square for the weak-perspective camera, got {self.input_size}")
-        if not 1 <= self.pca_components <= 45:
-            raise ValueError(f"pca_components must be in 1..45, got {self.pca_components}")
+        check_fields(self, "in [1, 45]", "pca_components")
+        check_fields(self, ">= 0", "refine_stages", "loss_weights")
+        check_fields(self, "> 0", "offset_scale", "init_scale")
+        if self.hidden % self.heads:
+            raise FieldError("hidden", f"a multiple of heads ({self.heads})", self.hidden)
 
 
 def skeleton_adjacency() -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_fields
 from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import rot6d_to_axis_angle
 from ..losses import masked_mean
@@ -72,7 +73,7 @@ class InterWildConfig:
     trans_pretrained: str = ""  # local timm weights file for `trans_backbone`
     input_size: tuple[int, int] = (512, 384)  # (H, W) of the image the model reads
     body_size: tuple[int, int] = (256, 192)
-    box_deconvs: int = 3  # x2 upsamplings of the body features for the box-centre heatmap
+    box_deconvs: int = 3  # x2 upsamplings of the body features for the box-centre heatmap; >= 0
     box_channels: int = 256
     hand_size: int = 256  # side of the hand crops
     heatmap_depth: int = 8
@@ -86,11 +87,15 @@ class InterWildConfig:
     camera_3d_size: float = 0.6  # metres spanned by the crop at the depth where gamma = 1
     depth_range: float = 0.3  # metres of root-relative depth covered by the heatmap depth axis
     loss: str = "l1"
-    loss_weights: dict[str, float] = field(default_factory=dict)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # >= 0 each (0: off)
 
     def __post_init__(self) -> None:
         if self.roi_boxes not in ("pred", "gt"):
             raise ValueError(f"roi_boxes must be 'pred' or 'gt', got {self.roi_boxes!r}")
+        ints = ("input_size", "body_size", "box_channels", "hand_size", "heatmap_depth", "rot_channels", "trans_heatmap", "trans_channels")
+        check_fields(self, ">= 1", *ints)
+        check_fields(self, "> 0", "roi_scale", "sigma", "virtual_focal", "camera_3d_size", "depth_range")
+        check_fields(self, ">= 0", "box_deconvs", "loss_weights")
 
 
 class InterWildNet(HandRegressor):

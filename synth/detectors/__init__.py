@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from handrecon.config import check_fields
 from handrecon.errors import UserError
 
 WORKER = Path(__file__).with_name("mediapipe_worker.py")
@@ -27,7 +28,10 @@ WORKER = Path(__file__).with_name("mediapipe_worker.py")
 class DetectorConfig:
     name: str = "none"  # none | mediapipe
     python: str = ""  # mediapipe: the interpreter of the environment MediaPipe is installed in
-    min_confidence: float = 0.1  # detections below this do not count
+    min_confidence: float = 0.1  # detections below this do not count; in [0, 1]
+
+    def __post_init__(self) -> None:
+        check_fields(self, "in [0, 1]", "min_confidence")
 
 
 class HandDetector(Protocol):

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from handrecon.config import check_fields
 from handrecon.errors import UserError
 
 
@@ -42,12 +43,17 @@ class OpenAIConfig:
     model: str = ""  # chat model for the extractor and composer
     vision_model: str = ""  # model for captions; empty: `model`
     api_key_env: str = "OPENAI_API_KEY"  # environment variable with the key; unset: no key sent
-    timeout_s: float = 60.0  # per request
-    retries: int = 3  # further tries after a timeout, a connection error, HTTP 429 or 5xx
-    backoff_s: float = 1.0  # wait before retry k: backoff_s * 2**k
-    concurrency: int = 4  # requests in flight
-    temperature: float = 0.0
-    max_tokens: int = 256
+    timeout_s: float = 60.0  # per request; > 0
+    retries: int = 3  # further tries after a timeout, a connection error, HTTP 429 or 5xx; >= 0
+    backoff_s: float = 1.0  # wait before retry k: backoff_s * 2**k; >= 0
+    concurrency: int = 4  # requests in flight; >= 1
+    temperature: float = 0.0  # >= 0
+    max_tokens: int = 256  # >= 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, "> 0", "timeout_s")
+        check_fields(self, ">= 0", "retries", "backoff_s", "temperature")
+        check_fields(self, ">= 1", "concurrency", "max_tokens")
 
 
 @dataclass
@@ -56,8 +62,11 @@ class TransformersConfig:
     vlm_dir: str = ""  # local image-text-to-text model (captioner), e.g. Qwen2.5-VL-7B-Instruct
     device: str = "auto"  # auto: cuda when available
     dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
-    batch_size: int = 8
-    max_new_tokens: int = 200
+    batch_size: int = 8  # >= 1
+    max_new_tokens: int = 200  # >= 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "batch_size", "max_new_tokens")
 
 
 def png_data_url(image: np.ndarray) -> str:

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from handrecon.config import check_fields
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 
@@ -39,12 +40,16 @@ class SemanticsConfig:
     captioner: str = field(default="rules", metadata={"choices": STAGE_BACKENDS})  # rules: from the labels
     extractor: str = field(default="rules", metadata={"choices": STAGE_BACKENDS})
     composer: str = field(default="rules", metadata={"choices": STAGE_BACKENDS})  # rules: the template
-    fewshot: int = 3  # examples of data/fewshot.json shown to a model extractor
-    max_prompt_words: int = 60  # a longer model composition falls back to the template
+    fewshot: int = 3  # examples of data/fewshot.json shown to a model extractor; >= 0
+    max_prompt_words: int = 60  # a longer model composition falls back to the template; >= 1
     tokenizer: str = "sd15"  # CLIP tokenizer of the hand columns: sd15 | tiny | a tokenizer folder
     tagger: str = field(default="auto", metadata={"choices": ("auto", "nltk", "wheel", "none")})  # POS tagger for hand words
     transformers: TransformersConfig = field(default_factory=TransformersConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 0", "fewshot")
+        check_fields(self, ">= 1", "max_prompt_words")
 
 
 BACKENDS: dict[str, Callable[[SemanticsConfig], Backend]] = {
