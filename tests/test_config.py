@@ -519,10 +519,13 @@ BAD_VALUES = [
     (EXPERIMENT, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
     (EXPERIMENT, ["data.seed=-1"], "data.seed must be >= 0, got -1"),
     (EXPERIMENT, ["data.epoch_source=null", "data.steps_per_epoch=0"], "data.steps_per_epoch must be >= 1 or null, got 0"),
-    (EXPERIMENT, [SYNTH_SOURCE, "data.ratios.synth=-0.3"], "data.ratios.synth must be >= 0, got -0.3"),
+    (EXPERIMENT, [SYNTH_SOURCE, "data.ratios.synth=-0.3"], "data.ratios.synth must be in [0, 1], got -0.3"),
     (EXPERIMENT, ["data.ratios.real=.inf"], "data.ratios.real must be finite, got inf"),
+    (EXPERIMENT, [SYNTH_SOURCE, "data.ratios={real: 0.7, synth: 0.5}"],
+     "data.ratios must be shares summing to 1 (they sum to 1.2; normalised: {'real': 0.583333, 'synth': 0.416667}), "
+     "got {'real': 0.7, 'synth': 0.5}"),
     (EXPERIMENT, ["data.epoch_source=null", "data.steps_per_epoch=5", "data.ratios.real=0"],
-     "data.ratios must be weights with at least one > 0, got {'real': 0.0}"),
+     "data.ratios must be shares summing to 1 (they sum to 0), got {'real': 0.0}"),
     (EXPERIMENT, [SYNTH_SOURCE, "data.ratios.synth=0", "data.epoch_source=synth"],
      "data.epoch_source must be a source with a ratio > 0 (an epoch over it would never end), got 'synth'"),
     (EXPERIMENT, ["val.max_samples=-1"], "val.max_samples must be >= 1 or null, got -1"),
@@ -647,7 +650,7 @@ def test_shipped_configs_load(spec, path):
 def test_meaningful_edge_values_are_accepted():
     cfg = load_config(schema(EXPERIMENT), overrides=[
         "val.max_samples=null", "val.images=0", "train.eval_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
-        "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.7, synth: 0.5}",
+        "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.75, synth: 0.25}",
         "augment.flip_prob=0", "augment.rotation_prob=1", "model.refine_stages=0", "model.loss_weights.verts=0",
     ])  # fmt: skip
-    assert cfg.data.ratios == {"real": 0.7, "synth": 0.5}  # weights, normalised by the sampler
+    assert cfg.data.ratios == {"real": 0.75, "synth": 0.25}

@@ -3,13 +3,13 @@
     data:
       real:  {kind: ih26m, root: datasets/InterHand2.6M, split: train}
       synth: {kind: shards, root: runs/cache/shards}
-      ratios: {real: 0.7, synth: 0.3}      # --set data.ratios.synth=0.5 changes one entry
+      ratios: {real: 0.7, synth: 0.3}      # shares of each batch, summing to 1
       batch_size: 32                        # per rank
       epoch_source: real                    # one epoch = one pass over the real data
 
-Each named section is one source; `ratios` keys name sections and their values are weights
-(finite, >= 0, not all 0, the epoch source's > 0) normalised to the batch shares, so
-{real: 0.7, synth: 0.5} mixes 7:5. `build_mixed_loader` returns a DataLoader whose batches hold
+Each named section is one source; `ratios` keys name sections and their values are the shares
+of each batch (each in [0, 1], summing to 1, the epoch source's > 0); a set that does not sum to
+1 is refused with its normalised form as the suggestion, so a typo never changes the mix. `build_mixed_loader` returns a DataLoader whose batches hold
 exactly each source's quota (MixedBatchSampler) and whose samples carry their source's section
 name in `source`.
 """
@@ -39,7 +39,7 @@ class SourceConfig:
 class DataConfig:
     real: SourceConfig | None = field(default_factory=SourceConfig)
     synth: SourceConfig | None = None
-    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})  # weights >= 0, normalised to shares
+    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})  # batch shares in [0, 1], summing to 1
     batch_size: int = 32  # per rank; >= 1
     epoch_source: str | None = "real"  # one epoch = one pass over this source (its ratio > 0) ...
     steps_per_epoch: int | None = None  # ... or exactly this many steps (>= 1)
@@ -51,9 +51,11 @@ class DataConfig:
         unknown = [k for k in self.ratios if k not in configured]
         if unknown:
             raise ValueError(f"data.ratios names {unknown}, which are not configured sources (configured: {configured})")
-        check_fields(self, ">= 0", "ratios")
-        if not any(self.ratios.values()):
-            raise FieldError("ratios", "weights with at least one > 0", self.ratios)
+        check_fields(self, "in [0, 1]", "ratios")
+        total = sum(self.ratios.values())
+        if abs(total - 1) > 1e-6:
+            hint = f"; normalised: {({k: round(v / total, 6) for k, v in self.ratios.items()})}" if total > 0 else ""
+            raise FieldError("ratios", f"shares summing to 1 (they sum to {total:g}{hint})", self.ratios)
         if (self.epoch_source is None) == (self.steps_per_epoch is None):
             raise ValueError("set exactly one of data.epoch_source and data.steps_per_epoch")
         if self.epoch_source is not None and not self.ratios.get(self.epoch_source, 0) > 0:
