@@ -34,7 +34,7 @@ from typing import Any, NoReturn, TypeVar
 
 from handrecon.config import ConfigError, UserError, load_config
 
-__all__ = ["ConfigError", "UserError", "add_config_args", "config_from_args", "run_tool"]
+__all__ = ["ConfigError", "UserError", "add_config_args", "config_from_args", "int_at_least", "run_tool"]
 
 T = TypeVar("T")
 
@@ -67,6 +67,21 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         help="override a config value, e.g. --set train.lr=1e-4 data.root=/data; "
         "values are YAML (true, 3, 1e-4, [1,2], null); later items win; give CONFIG before --set",
     )
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type` for integers >= `minimum`: a smaller value is a usage error naming it."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def config_from_args(schema: type[T], args: argparse.Namespace) -> T:

@@ -112,6 +112,9 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise UserError(f"{path}: duplicate sample ids: {_listing(dup)}")
     check_finite(data, ids, where=str(path))
+    reach = float(np.abs(verts).max(initial=0.0))
+    if reach > MAX_METRES:
+        raise UserError(f"{path}: field 'verts' reaches {reach:g}, more than {MAX_METRES:g} m from the camera: predictions are in metres, not millimetres")
     position = {sid: k for k, sid in enumerate(ids)}
     missing = [sid for sid in sample_ids if sid not in position]
     wanted = set(sample_ids)
@@ -123,6 +126,9 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
     order = np.array([position[sid] for sid in sample_ids])
     return {key: data[key][order].astype(np.float64) for key in ("verts", "rel_trans") if key in data}
 
+
+#: No camera sees a hand this far away (metres): larger predictions are in the wrong unit.
+MAX_METRES = 100.0
 
 # field -> numpy dtype kinds it may have (U/S: strings, i/u: integers, f: floats)
 _PREDICTION_DTYPES = {"sample_ids": "USiu", "verts": "f", "rel_trans": "f"}

@@ -90,3 +90,31 @@ def test_eval_checks_out_before_predicting(tmp_path, mano_dir, procedural_root):
     assert done.returncode == 2
     assert done.stderr == f"error: --out {tmp_path / 'taken'} is not writable: Not a directory\n"
     assert "predicted" not in done.stdout
+
+
+def test_int_at_least_is_a_usage_error_naming_the_value(capsys):
+    import argparse
+
+    from handrecon.cli import int_at_least
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", type=int_at_least(0))
+    assert parser.parse_args(["--bootstrap", "0"]).bootstrap == 0
+    for bad, said in (("-5", "must be >= 0, got -5"), ("x", "expected an integer, got 'x'")):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["--bootstrap", bad])
+        assert stop.value.code == 2 and f"argument --bootstrap: {said}" in capsys.readouterr().err
+
+
+def test_truncated_checkpoint_files_are_one_line_errors(tmp_path):
+    from handrecon.engine import checkpoint as ckpt
+
+    model = torch.nn.Linear(3, 2)
+    folder = ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1}, "a: 1\n")
+    for name in (ckpt.WEIGHTS, ckpt.TRAINER_STATE):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"model.safetensors: not a readable safetensors file .*truncated"):
+        ckpt.load_weights(model, folder)
+    with pytest.raises(UserError, match=r"trainer.pt: not a readable trainer state .*truncated"):
+        ckpt.load_trainer_state(folder)

@@ -170,3 +170,13 @@ def test_prediction_dtypes_are_checked_first(data, tmp_path):
     np.savez(ints, sample_ids=np.array(gt.sample_ids), verts=(gt.verts * 1000).astype(np.int32))
     with pytest.raises(UserError, match="field 'verts' has dtype int32; it must hold floating-point numbers"):
         load_predictions(ints, gt.sample_ids)
+
+
+def test_millimetre_predictions_are_refused(data, tmp_path):
+    from handrecon.errors import UserError
+    from handrecon.evaluation import load_predictions
+
+    _, gt = data
+    path = _save(tmp_path / "mm.npz", gt.sample_ids, gt.verts * 1000)
+    with pytest.raises(UserError, match=r"field 'verts' reaches .*predictions are in metres, not millimetres"):
+        load_predictions(path, gt.sample_ids)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handrecon.cli import run_tool
+from handrecon.cli import int_at_least, run_tool
 from handrecon.errors import UserError
 from handrecon.evaluation import (
     DATASETS,
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="interwild", choices=sorted(metrics.PROTOCOLS))
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: DATA_ROOT/mano, as make_procedural writes it)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: eval_<dataset>_<split> beside the predictions, or in the checkpoint folder)")
-    parser.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% confidence intervals (0: none)")
-    parser.add_argument("--batch-size", type=int, default=16, help="--checkpoint: images per forward pass")
+    parser.add_argument("--bootstrap", type=int_at_least(0), default=0, help="resamples for 95%% confidence intervals (0: none)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16, help="--checkpoint: images per forward pass")
     parser.add_argument("--device", default="auto", help="--checkpoint: auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--framing",
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="--checkpoint: crop the input around the hand boxes or show the whole image (default: the run's augment.framing)",
     )
-    parser.add_argument("--overlays", type=int, default=4, help="best and worst samples drawn as PNG overlays (0: none)")
+    parser.add_argument("--overlays", type=int_at_least(0), default=4, help="best and worst samples drawn as PNG overlays (0: none)")
     args = parser.parse_args(argv)
 
     from handrecon.data.readers import create_reader

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.cli import add_config_args, config_from_args, int_at_least, run_tool
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
@@ -16,8 +16,8 @@ from handrecon.io import ensure_writable_dir
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     parser.add_argument("--out", required=True, type=Path, help="dataset folder (created; a rerun resumes)")
-    parser.add_argument("--num", type=int, default=200, help="number of images over all splits")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num", type=int_at_least(1), default=200, help="number of images over all splits")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: the stand-in, written to OUT/mano)")
     add_config_args(parser, default_config=None)
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from handrecon.cli import add_config_args, config_from_args, run_tool
+from handrecon.cli import add_config_args, config_from_args, int_at_least, run_tool
 from handrecon.io import ensure_writable_dir
 
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser)
     parser.add_argument("--out", help="cache folder (same as --set out=...)")
-    parser.add_argument("--num", type=int, help="samples to plan (same as --set num=...)")
+    parser.add_argument("--num", type=int_at_least(1), help="samples to plan (same as --set num=...)")
     args = parser.parse_args(argv)
     args.overrides += [f"{k}={v}" for k, v in (("out", args.out), ("num", args.num)) if v is not None]
     job = config_from_args(CacheJob, args)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError, refused_pickle_reason
@@ -133,6 +134,8 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = refused_pickle_reason(exc)
         raise UserError(f"{file}: refused to load: it holds objects other than tensors, numbers and arrays ({reason})") from exc
+    except (RuntimeError, EOFError) as exc:  # torch's zip reader on a truncated or foreign file
+        raise UserError(f"{file}: not a readable trainer state ({str(exc).splitlines()[0]}); it may be truncated") from exc
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -183,7 +186,10 @@ def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) 
     """Load weights into `model`. Non-strict (fine-tuning): tensors whose name or shape does not
     match are skipped and reported in the returned {'missing', 'unexpected', 'mismatched'}."""
     file = weights_file(path)
-    state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+    except SafetensorError as exc:
+        raise UserError(f"{file}: not a readable safetensors file ({exc}); it may be truncated: use another checkpoint") from exc
     own = model.state_dict()
     mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     report = {"missing": sorted(set(own) - set(state)), "unexpected": sorted(set(state) - set(own)), "mismatched": mismatched}
