@@ -1,11 +1,19 @@
 """Shared fixtures: the stand-in MANO model is written once per test session."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # xdist workers share the cores: torch's default of one thread per core in every worker
+    # oversubscribes them, and CPU torch then runs several times slower
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture(scope="session")
