@@ -9,7 +9,6 @@ import torch
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # xdist workers share the cores: torch's default of one thread per core in every worker
     # oversubscribes them, and CPU torch then runs several times slower
