@@ -43,9 +43,7 @@ import functools
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +53,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from handrecon.errors import UserError
+from handrecon.io import atomic_write_text
 
 __all__ = [
     "ConfigError",
@@ -628,24 +627,10 @@ def to_yaml(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    """Write ``to_yaml(cfg)`` to `path` atomically (temp file in the same folder + ``os.replace``),
-    so a crash never leaves a half-written record of a run's config. Creates missing parent folders.
+    """Write ``to_yaml(cfg)`` to `path` atomically (:func:`handrecon.io.atomic_write_text`), so a
+    crash never leaves a half-written record of a run's config. Creates missing parent folders.
     Returns the path written."""
-    path = Path(path)
-    text = to_yaml(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a config record should be readable like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, to_yaml(cfg))
 
 
 def config_hash(cfg: Any) -> str:

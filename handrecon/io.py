@@ -61,6 +61,22 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
     return path
 
 
+def open_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def give_open_modes(folder: str | os.PathLike) -> None:
+    """Files under `folder` get the modes open() would give them: for what third-party writers
+    (safetensors writes 0o600) put in a folder that others on a shared cluster must read."""
+    mode = open_file_mode()
+    for file in Path(folder).rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, mode)
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new, unique temporary file beside `path`, created like open() creates files (mode 0o666
     less the process umask; tempfile.mkstemp would make it 0o600, unreadable to the group)."""

@@ -92,6 +92,31 @@ def test_checkpoints_are_atomic_pruned_and_keep_the_best(tmp_path):
         best.update(5, {"other": 1.0})
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_files_get_the_modes_open_gives(tmp_path, umask):
+    """safetensors creates its files 0o600; a teammate on a shared cluster must read a run."""
+    old = os.umask(umask)
+    try:
+        folder = ckpt.save_checkpoint(tmp_path, 1, torch.nn.Linear(3, 2), {"step": 1}, "a: 1\n")
+        ckpt.write_checkpoint(tmp_path, 2, lambda tmp: os.close(os.open(tmp / "third_party.bin", os.O_CREAT | os.O_WRONLY, 0o600)), {}, "")
+    finally:
+        os.umask(old)
+    files = [*folder.iterdir(), *ckpt.step_dir(tmp_path, 2).iterdir()]
+    assert len(files) == 6 and {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
+def test_a_full_disk_while_writing_weights_is_an_os_error(tmp_path):
+    from safetensors import SafetensorError
+
+    def full(tmp):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(OSError) as err:
+        ckpt.write_checkpoint(tmp_path, 1, full, {}, "")
+    assert err.value.errno == 28 and err.value.strerror == os.strerror(28) and ".tmp-step_00000001" in err.value.filename
+    assert ckpt.list_checkpoints(tmp_path) == []
+
+
 class _Killed(BaseException):
     """A kill -9 stand-in: nothing in the loop catches it."""
 

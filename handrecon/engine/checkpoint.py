@@ -17,6 +17,7 @@ never leaves a half-written `step_*`; keep-last-k pruning never removes the best
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import re
@@ -27,10 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from ..errors import UserError, refused_pickle_reason
-from ..io import atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, give_open_modes
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 WEIGHTS, TRAINER_STATE, CONFIG = "model.safetensors", "trainer.pt", "config.yaml"
@@ -74,10 +76,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any], config_yaml: str) -> Path:
     """Write `step_XXXXXXXX/` atomically (temporary folder, then rename); replaces an existing one."""
-    return write_checkpoint(
-        run_dir, step, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS)),
-        trainer_state, config_yaml,
-    )  # fmt: skip
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return write_checkpoint(run_dir, step, lambda tmp: atomic_write_bytes(tmp / WEIGHTS, safetensors_bytes(state)), trainer_state, config_yaml)
 
 
 def write_checkpoint(
@@ -89,9 +89,16 @@ def write_checkpoint(
     tmp = final.with_name(f".tmp-{final.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_weights(tmp)
+    try:
+        write_weights(tmp)
+    except SafetensorError as exc:  # safetensors reports a failed write (disk full) as its own error
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(tmp)) from exc
     torch.save(trainer_state, tmp / TRAINER_STATE)
     (tmp / CONFIG).write_text(config_yaml)
+    give_open_modes(tmp)  # third-party writers (safetensors, diffusers) create 0o600 files
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
