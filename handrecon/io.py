@@ -33,11 +33,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise named_os_error(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """`exc` itself when it names a file, else the same error naming `path` (a failed write,
+    such as a full disk, names none)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:

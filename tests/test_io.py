@@ -66,3 +66,27 @@ def test_ensure_writable_dir(tmp_path):
         hio.ensure_writable_dir(tmp_path / "file")
     with pytest.raises(UserError, match=r"out .*file/sub is not writable: Not a directory"):
         hio.ensure_writable_dir(tmp_path / "file" / "sub", what="out")
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    """A full disk raises ENOSPC from write() with no file name; the error names the target."""
+    import errno
+
+    class Full:  # an open file on a full disk
+        def __init__(self, fd, mode):
+            self.fd = fd
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            os.close(self.fd)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(hio.os, "fdopen", Full)
+    with pytest.raises(OSError) as err:
+        hio.atomic_write_text(tmp_path / "a.txt", "x")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "a.txt")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

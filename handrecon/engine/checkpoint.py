@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from ..errors import UserError, refused_pickle_reason
-from ..io import atomic_write_bytes, atomic_write_json, give_open_modes
+from ..io import atomic_write_bytes, atomic_write_json, give_open_modes, named_os_error
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 WEIGHTS, TRAINER_STATE, CONFIG = "model.safetensors", "trainer.pt", "config.yaml"
@@ -91,13 +91,15 @@ def write_checkpoint(
     tmp.mkdir(parents=True)
     try:
         write_weights(tmp)
+        torch.save(trainer_state, tmp / TRAINER_STATE)
+        (tmp / CONFIG).write_text(config_yaml)
     except SafetensorError as exc:  # safetensors reports a failed write (disk full) as its own error
         code = re.search(r"os error (\d+)", str(exc))
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(tmp)) from exc
-    torch.save(trainer_state, tmp / TRAINER_STATE)
-    (tmp / CONFIG).write_text(config_yaml)
+    except OSError as exc:
+        raise named_os_error(exc, tmp) from exc
     give_open_modes(tmp)  # third-party writers (safetensors, diffusers) create 0o600 files
     if final.exists():
         shutil.rmtree(final)
