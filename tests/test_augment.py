@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from handrecon.camera import project
 from handrecon.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -20,7 +21,7 @@ from handrecon.data.augment import (
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
 from handrecon.data.sample import SAMPLE_FIELDS, check_sample
-from handrecon.render import project_points, render_mesh
+from handrecon.render import render_mesh
 
 OUT = (96, 112)  # (H, W): not square, not the source size (128x128)
 NO_PHOTO = dict(color_jitter_prob=0.0, blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0, occlusion_prob=0.0)
@@ -48,7 +49,7 @@ def samples(tmp_path_factory, hand_model):
 
 def _project(sample: dict) -> np.ndarray:
     t = lambda k: torch.as_tensor(sample[k])  # noqa: E731
-    return project_points(t("joints3d")[None], t("focal"), t("princpt"))[0].numpy()
+    return project(t("joints3d")[None], t("focal"), t("princpt"))[0].numpy()
 
 
 def _mano_verts(sample: dict, hand_model) -> dict[int, np.ndarray]:
