@@ -61,10 +61,12 @@ def check_intrinsics(
     return out[0], out[1]
 
 
-def _per_point(t, name: str):
-    """(2,) intrinsics as given; (..., 2) with one row per batch element -> (..., 1, 2) so they
-    broadcast over the point axis."""
-    if t.shape[-1] != 2:
+def _per_point(t, name: str, points):
+    """Intrinsics as the same kind of array as `points` (torch on its device, or numpy); (2,) as
+    given, (..., 2) with one row per batch element -> (..., 1, 2) so they broadcast over the
+    point axis."""
+    t = torch.as_tensor(t, device=points.device) if isinstance(points, torch.Tensor) else np.asarray(t)
+    if t.ndim == 0 or t.shape[-1] != 2:
         raise ValueError(f"{name} must have shape (2,) or (..., 2), got {tuple(t.shape)}")
     return t[..., None, :] if t.ndim >= 2 else t
 
@@ -88,7 +90,7 @@ def project(points, focal, princpt, behind: str = "zero"):
         raise ValueError(f"behind must be one of {', '.join(BEHIND)}, got {behind!r}")
     if points.ndim < 2 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (..., N, 3), got {tuple(points.shape)}")
-    focal, princpt = _per_point(focal, "focal"), _per_point(princpt, "princpt")
+    focal, princpt = _per_point(focal, "focal", points), _per_point(princpt, "princpt", points)
     where = torch.where if isinstance(points, torch.Tensor) else np.where
     z = points[..., 2:3]
     if behind == "clamp":
@@ -117,7 +119,7 @@ def unproject(pixels, depth, focal, princpt):
         raise ValueError(
             f"depth must have shape {tuple(pixels.shape[:-1])} to match pixels, got {tuple(depth.shape)}"
         )
-    focal, princpt = _per_point(focal, "focal"), _per_point(princpt, "princpt")
+    focal, princpt = _per_point(focal, "focal", pixels), _per_point(princpt, "princpt", pixels)
     xy = (pixels - princpt) / focal * depth[..., None]
     if isinstance(xy, torch.Tensor):
         return torch.cat([xy, depth[..., None]], dim=-1)
