@@ -213,8 +213,7 @@ def overlay_hands(
 
     from .render import render_mesh
 
-    drawn = np.repeat(np.asarray(mesh_valid, bool), 778)[:, None]
-    verts = np.where(drawn, verts, [0.0, 0.0, -1.0])  # behind the camera: not rasterized
+    drawn = torch.as_tensor(np.repeat(np.asarray(mesh_valid, bool), 778))
     colours = torch.as_tensor(np.broadcast_to(colours, verts.shape).copy(), dtype=torch.float32)
     out = render_mesh(
         torch.as_tensor(verts, dtype=torch.float32)[None],
@@ -223,6 +222,7 @@ def overlay_hands(
         torch.as_tensor(princpt)[None],
         image.shape[:2],
         vertex_colors=colours,
+        valid=drawn,
     )
     mask = out["mask"][0].numpy()[..., None]
     return np.where(mask, (1 - weight) * image + weight * out["image"][0].numpy(), image)

@@ -125,9 +125,7 @@ def render_condition(
         raise ValueError(f"verts must have shape (B, {2 * NUM_VERTS}, 3), got {tuple(verts.shape)}")
     if valid is not None:
         valid = torch.as_tensor(valid, dtype=torch.bool, device=verts.device).reshape(-1, 2)
-        per_vertex = valid.repeat_interleave(NUM_VERTS, dim=1)[..., None]  # (B, 1556, 1)
-        # Behind the camera: the rasterizer skips faces with a vertex at Z < znear.
-        verts = torch.where(per_vertex, verts, verts.new_tensor([0.0, 0.0, -1.0]))
+        valid = valid.repeat_interleave(NUM_VERTS, dim=1)  # (B, 1556): faces of absent hands are skipped
     out = render_mesh(
         verts,
         faces,
@@ -138,6 +136,7 @@ def render_condition(
         background=background,
         ambient=ambient,
         diffuse=diffuse,
+        valid=valid,
     )
     right_faces = faces.shape[0] // 2
     face_idx = out["face_idx"]

@@ -166,9 +166,9 @@ class FeatureCache:
 def label_consistency(model: torch.nn.Module, samples, hand_model, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Per sample: 'mpjpe_mm' (root-relative 3D joints, mean over valid hands) and 'joints2d_px'
     (2D joints) of `model`'s prediction on the generated image against the sample's labels."""
+    from handrecon.camera import project
     from handrecon.engine.predict import predict_dataset
     from handrecon.losses import root_relative_joints
-    from handrecon.models.layers import project
 
     pred = predict_dataset(model, samples, batch_size, device, progress=False)
     crops = [samples[i] for i in range(len(samples))]
@@ -179,7 +179,7 @@ def label_consistency(model: torch.nn.Module, samples, hand_model, batch_size: i
     mpjpe = torch.where(valid, err3d, torch.nan).nanmean(1)
     focal = torch.as_tensor(np.stack([s["focal"] for s in crops]), dtype=torch.float64)
     princpt = torch.as_tensor(np.stack([s["princpt"] for s in crops]), dtype=torch.float64)
-    pred2d = project(pred3d, focal, princpt)
+    pred2d = project(pred3d, focal, princpt, behind="clamp")  # a prediction behind the camera stays finite
     gt2d = torch.as_tensor(np.stack([s["joints2d"] for s in crops]), dtype=torch.float64)
     err2d = (pred2d - gt2d).norm(dim=-1).reshape(-1, 2, 21).mean(-1)
     return {"mpjpe_mm": mpjpe.numpy(), "joints2d_px": torch.where(valid, err2d, torch.nan).nanmean(1).numpy()}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from handrecon.camera import project
 from handrecon.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -20,7 +21,7 @@ from handrecon.data.augment import (
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
 from handrecon.data.sample import SAMPLE_FIELDS, check_sample
-from handrecon.render import project_points, render_mesh
+from handrecon.render import render_mesh
 
 OUT = (96, 112)  # (H, W): not square, not the source size (128x128)
 NO_PHOTO = dict(color_jitter_prob=0.0, blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0, occlusion_prob=0.0)
@@ -48,7 +49,7 @@ def samples(tmp_path_factory, hand_model):
 
 def _project(sample: dict) -> np.ndarray:
     t = lambda k: torch.as_tensor(sample[k])  # noqa: E731
-    return project_points(t("joints3d")[None], t("focal"), t("princpt"))[0].numpy()
+    return project(t("joints3d")[None], t("focal"), t("princpt"))[0].numpy()
 
 
 def _mano_verts(sample: dict, hand_model) -> dict[int, np.ndarray]:
@@ -177,12 +178,10 @@ def test_rendered_mesh_overlays_the_warped_image(samples, hand_model, flip):
     aug = Augmenter(AugmentConfig(**STRONG, **NO_PHOTO, flip_prob=float(flip)), hand_model, seed=3)
     outs = [aug(s, rng_for(3, 0, i)) for i, s in enumerate(samples)]
     verts = torch.stack([torch.as_tensor(o["verts"]) for o in outs])
-    for b, o in enumerate(outs):  # absent hands go behind the camera
-        for h in np.flatnonzero(~o["mesh_valid"]):
-            verts[b, 778 * h : 778 * (h + 1)] = torch.tensor([0.0, 0.0, -1.0])
+    shown = torch.as_tensor(np.stack([np.repeat(o["mesh_valid"], 778) for o in outs]))  # absent hands are left out
     focal = torch.stack([torch.as_tensor(o["focal"]) for o in outs])
     princpt = torch.stack([torch.as_tensor(o["princpt"]) for o in outs])
-    rendered = render_mesh(verts, hand_model.faces_two_hand, focal, princpt, OUT)
+    rendered = render_mesh(verts, hand_model.faces_two_hand, focal, princpt, OUT, valid=shown)
     faces_right = hand_model.faces_right.shape[0]
     for b, o in enumerate(outs):
         parts = o["extra_maps"]["parts"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+from handrecon.camera import project
 from handrecon.data.procedural import (
     INTERACTIONS,
     ProceduralConfig,
@@ -21,7 +22,6 @@ from handrecon.data.procedural import (
 from handrecon.data.readers import create_reader
 from handrecon.data.sample import check_sample
 from handrecon.errors import UserError
-from handrecon.render import project_points
 
 SMALL = ProceduralConfig(image_size=(64, 80), batch_size=8)
 
@@ -82,8 +82,8 @@ def test_reader_meshes_reproject_onto_the_rendered_hands(dataset, hand_model):
             f, c = torch.as_tensor(sample["focal"])[None], torch.as_tensor(sample["princpt"])[None]
             for h in np.flatnonzero(scene.valid):
                 sl = slice(778 * h, 778 * (h + 1))
-                ours = project_points(torch.as_tensor(sample["verts"][sl])[None], f, c)
-                drawn = project_points(rendered["verts_cam"][:, sl], f, c)
+                ours = project(torch.as_tensor(sample["verts"][sl])[None], f, c)
+                drawn = project(rendered["verts_cam"][:, sl], f, c)
                 errors.append((ours - drawn).norm(dim=-1).mean().item())
     assert np.mean(errors) < 0.01  # pixels
 

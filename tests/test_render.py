@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from handrecon.camera import intrinsics_matrix, project
+from handrecon.camera import unproject as unproject_pixels
 from handrecon.render import (
     composite,
     face_normals,
     interpolate,
-    intrinsics_matrix,
-    project_points,
     rasterize,
     render_mesh,
     shade_lambert,
-    unproject_pixels,
     vertex_normals,
 )
 from handrecon.render.raster import _zbuffer
@@ -132,7 +131,7 @@ def test_project_points_formula_and_pixel_convention():
     pts = torch.tensor([[[0.0, 0.0, 2.0], [0.1, -0.2, 0.5]]], dtype=F64)
     focal = torch.tensor([[100.0, 120.0]], dtype=F64)
     princpt = torch.tensor([[63.5, 47.5]], dtype=F64)
-    xy = project_points(pts, focal, princpt)
+    xy = project(pts, focal, princpt)
     # On the optical axis -> principal point; (63.5, 47.5) is the centre of a 128 x 96 image.
     assert torch.allclose(xy[0, 0], torch.tensor([63.5, 47.5], dtype=F64))
     assert torch.allclose(
@@ -244,13 +243,13 @@ def test_interpolated_xyz_matches_depth_and_reprojects_to_pixel_centres():
     assert (xyz[0][~m] == 0).all()
     torch.testing.assert_close(xyz[0, ..., 2][m], frags.depth[0][m], rtol=1e-5, atol=0)
     rows, cols = torch.nonzero(m, as_tuple=True)
-    proj = project_points(xyz[0][m][None], focal, princpt)[0]
+    proj = project(xyz[0][m][None], focal.float(), princpt.float())[0]
     torch.testing.assert_close(proj, torch.stack([cols, rows], dim=1).float(), rtol=0, atol=2e-3)
     bary = frags.bary[0][m]
     torch.testing.assert_close(bary.sum(-1), torch.ones(len(bary)), rtol=0, atol=1e-5)
     assert bary.min() >= -1e-5 and bary.max() <= 1 + 1e-5
     # Perspective correctness: a slanted face's screen-space and 3D barycentrics differ.
-    xy = project_points(verts, focal, princpt)[0]
+    xy = project(verts, focal.float(), princpt.float())[0]
     tri = xy[faces[frags.face_idx[0][m]]]  # (P, 3, 2)
     screen = torch.einsum("pk,pkc->pc", bary, tri)
     assert (screen - torch.stack([cols, rows], 1)).abs().max() > 1e-2

@@ -327,8 +327,8 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
     """Render a batch of scenes.
 
     Returns dict: image (B, H, W, 3) float in [0, 1], parts (B, H, W) uint8 PART_LABELS,
-    verts_cam (B, 1556, 3) hand meshes in the camera frame, joints_cam (B, 42, 3),
-    joints_world (B, 42, 3), all metres.
+    verts_cam (B, 1556, 3) hand meshes in the camera frame (an absent hand's too, though it is
+    not drawn), joints_cam (B, 42, 3), joints_world (B, 42, 3), all metres.
     """
     from ..render import render_mesh  # the renderer is only needed here
     from .backgrounds import random_background
@@ -346,12 +346,9 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
             forearms.append(forearm_vertices(out.vertices, out.joints, meshes.loops[side], length, _FOREARM_RINGS))
             joints.append(out.joints)
         verts = to_cam(torch.cat(hands + forearms, dim=1))
-        # an absent hand and its forearm go behind the camera, where nothing is rasterized
+        # an absent hand and its forearm are left out of the picture
         tube = forearms[0].shape[1]
-        for h in range(2):
-            absent = ~valid[:, h]
-            verts[absent, 778 * h : 778 * (h + 1)] = torch.tensor([0.0, 0.0, -1.0])
-            verts[absent, 1556 + h * tube : 1556 + (h + 1) * tube] = torch.tensor([0.0, 0.0, -1.0])
+        drawn = torch.cat([valid.repeat_interleave(778, dim=1), valid.repeat_interleave(tube, dim=1)], dim=1)
         skin = _stack(scenes, "skin")
         colours = torch.cat(
             [skin[:, 0:1].expand(-1, 778, -1), skin[:, 1:2].expand(-1, 778, -1), skin[:, 0:1].expand(-1, tube, -1), skin[:, 1:2].expand(-1, tube, -1)],
@@ -371,6 +368,7 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
             light_dir=_stack(scenes, "light_dir"),
             ambient=ambient,
             diffuse=1.0 - ambient,
+            valid=drawn,
         )
         parts = torch.where(out["mask"], meshes.face_part[out["face_idx"].clamp(min=0)], 0).to(torch.uint8)
         joints_world = torch.cat(joints, dim=1)

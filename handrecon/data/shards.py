@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..camera import project
 from ..errors import UserError
 from ..hand_model.mano import SIDES, HandModel
 from ..io import atomic_write_bytes, atomic_write_json
-from .readers.common import project
 from .sample import empty_sample
 
 INDEX = "index.json"

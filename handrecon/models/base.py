@@ -27,10 +27,10 @@ from dataclasses import fields
 import torch
 from torch import nn
 
+from ..camera import project
 from ..errors import UserError
 from ..hand_model.mano import HandModel
 from ..losses import ELEMENTWISE, hand_targets, masked_mean, root_relative_joints, root_relative_verts
-from .layers import project
 
 OUTPUT_KEYS = ("verts", "joints3d", "joints2d", "rel_trans", "mano_pose", "mano_shape")
 
@@ -99,7 +99,7 @@ class HandRegressor(nn.Module):
         return {
             "verts": verts,
             "joints3d": joints,
-            "joints2d": project(joints, batch["focal"].float(), batch["princpt"].float()),
+            "joints2d": project(joints, batch["focal"].float(), batch["princpt"].float(), behind="clamp"),
             "rel_trans": rel_trans,
             "mano_pose": pose,
             "mano_shape": shape,

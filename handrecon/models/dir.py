@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..camera import unproject
 from ..config import FieldError, check_fields
 from ..hand_model.constants import NUM_JOINTS, SKELETON_21
 from ..hand_model.rotation import rot6d_to_axis_angle
 from ..losses import edge_length_error, masked_mean, mesh_edges
 from .backbone import Backbone
 from .base import HandRegressor
-from .layers import backproject, identity_rot6d, mlp, normalize_image, sample_at
+from .layers import identity_rot6d, mlp, normalize_image, sample_at
 
 
 @dataclass
@@ -154,7 +155,7 @@ class DIRNet(HandRegressor):
             verts_rel.append(out.vertices - out.joints[:, :1])
             scale = cam[:, i, 0].exp()
             wrist_px = (cam[:, i, 1:] + 1) * size / 2 - 0.5
-            roots.append(backproject(wrist_px, 2 * focal.mean(-1) / (scale * size), focal, princpt))
+            roots.append(unproject(wrist_px[:, None], (2 * focal.mean(-1) / (scale * size))[:, None], focal, princpt)[:, 0])
             poses.append(torch.cat([orient[:, i], pose], -1))
         result = self.assemble(
             (verts_rel[0], verts_rel[1]), (roots[0], roots[1]), offset * self.cfg.offset_scale, torch.stack(poses, 1), betas, batch

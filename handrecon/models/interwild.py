@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..camera import project
 from ..config import check_fields
 from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import rot6d_to_axis_angle
@@ -53,7 +54,6 @@ from .layers import (
     mirror_x,
     mlp,
     normalize_image,
-    project,
     sample_at,
     soft_argmax_2d,
     soft_argmax_3d,
@@ -241,7 +241,7 @@ class InterWildNet(HandRegressor):
             wrist = out.joints[:, 0]
             verts_rel.append(out.vertices - wrist[:, None])
             roots.append(crop_root_to_camera(wrist, roi[:, i], c.hand_size, c.virtual_focal, focal, princpt))
-            proj.append(project(out.joints, virtual_focal, virtual_princpt))
+            proj.append(project(out.joints, virtual_focal, virtual_princpt, behind="clamp"))
             joints_img.append(crop_to_image(heatmap_to_crop(coords[:, i, :, :2].detach(), cells, c.hand_size), roi[:, i], c.hand_size))
         rel_trans = self.relative_translation(torch.stack(joints_img, 1), coords[..., 2].detach())
 

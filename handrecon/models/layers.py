@@ -1,6 +1,9 @@
 """Pure tensor building blocks shared by the regressors: soft-argmax, feature sampling at pixel
 coordinates, RoI crops with their exact pixel maps, and the virtual crop camera.
 
+Projections use `handrecon.camera` with ``behind="clamp"``: a predicted point that strays behind
+the camera still gives finite pixels and gradients (a training-stability choice).
+
 Pixel convention as everywhere in the toolkit: pixel (row r, col c) has its centre at (x=c, y=r).
 A heatmap of width Wh over a crop of width S has cell i centred at crop pixel (i + 0.5) S / Wh - 0.5.
 """
@@ -10,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
+
+from ..camera import project, unproject
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,18 +127,6 @@ def mirror_x(points: torch.Tensor, width: int | float) -> torch.Tensor:
     return torch.cat([width - 1 - points[..., :1], points[..., 1:]], -1)
 
 
-def project(points: torch.Tensor, focal: torch.Tensor, princpt: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """(B, K, 3) camera-frame points -> (B, K, 2) pixels with per-sample (B, 2) focal and principal point."""
-    z = points[..., 2:].clamp(min=eps)
-    return points[..., :2] / z * focal[:, None, :] + princpt[:, None, :]
-
-
-def backproject(pixels: torch.Tensor, depth: torch.Tensor, focal: torch.Tensor, princpt: torch.Tensor) -> torch.Tensor:
-    """(B, 2) pixels at (B,) depths -> (B, 3) camera-frame points."""
-    xy = (pixels - princpt) / focal * depth[:, None]
-    return torch.cat([xy, depth[:, None]], -1)
-
-
 def crop_root_to_camera(
     root_virtual: torch.Tensor, boxes: torch.Tensor, size: int, virtual_focal: float, focal: torch.Tensor, princpt: torch.Tensor
 ) -> torch.Tensor:
@@ -146,11 +139,11 @@ def crop_root_to_camera(
     """
     centre = (size - 1) / 2.0
     vf = torch.full_like(focal, virtual_focal)
-    pix_crop = project(root_virtual[:, None], vf, torch.full_like(focal, centre))
+    pix_crop = project(root_virtual[:, None], vf, torch.full_like(focal, centre), behind="clamp")
     pix_img = crop_to_image(pix_crop, boxes, size)[:, 0]
     side = boxes[:, 2] - boxes[:, 0]
     depth = root_virtual[:, 2] * focal.mean(-1) * size / side / virtual_focal
-    return backproject(pix_img, depth, focal, princpt)
+    return unproject(pix_img[:, None], depth[:, None], focal, princpt)[:, 0]
 
 
 def identity_rot6d(n: int) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Batched triangle-mesh rendering in pure torch (CPU and CUDA): camera projection, z-buffer
-rasterization with differentiable barycentrics, attribute interpolation, Lambert shading.
+"""Batched triangle-mesh rendering in pure torch (CPU and CUDA): z-buffer rasterization with
+differentiable barycentrics, attribute interpolation, Lambert shading.
 
 Camera frame x right, y down, z forward (metres); the centre of pixel (row r, col c) is at image
-coordinates (x=c, y=r), as in InterHand2.6M / OpenCV.
+coordinates (x=c, y=r), as in InterHand2.6M / OpenCV. The projection itself lives in
+:mod:`handrecon.camera`, which readers and models import without this package.
 """
 
-from .camera import intrinsics_matrix, project_points, unproject_pixels
 from .raster import (
     DEFAULT_CHUNK,
     Fragments,
@@ -25,11 +25,8 @@ __all__ = [
     "face_normals",
     "interpolate",
     "interpolate_packed",
-    "intrinsics_matrix",
-    "project_points",
     "rasterize",
     "render_mesh",
     "shade_lambert",
-    "unproject_pixels",
     "vertex_normals",
 ]

@@ -1,6 +1,6 @@
 """Batched z-buffer rasterization of triangle meshes in pure torch (CPU and CUDA).
 
-Camera and pixel conventions are those of :mod:`handrecon.render.camera`: camera frame x right,
+Camera and pixel conventions are those of :mod:`handrecon.camera`: camera frame x right,
 y down, z forward (metres); the centre of pixel (row r, col c) is at image coordinates (x=c, y=r).
 A pixel is covered by a triangle when its *centre* lies inside the projected triangle.
 
@@ -8,7 +8,8 @@ How it works (see :func:`rasterize`):
 
 1. Project all vertices; per face, compute its 2D corners and the integer bounding box of the
    pixel centres it can cover, clipped to the image. Faces with a vertex closer than ``znear``
-   (or behind the camera), degenerate faces and (optionally) back faces are dropped.
+   (or behind the camera), faces with a vertex marked not ``valid`` (a hand left out of the
+   picture), degenerate faces and (optionally) back faces are dropped.
 2. Enumerate candidates of all faces of all meshes in two levels, ``chunk`` at a time with
    ``repeat_interleave`` over run lengths: first the (face, pixel row) pairs of each bounding
    box, with a conservative bound of the triangle's span on that row, then the pixels of each
@@ -38,13 +39,14 @@ from typing import NamedTuple
 
 import torch
 
-from .camera import check_intrinsics, project_points
+from ..camera import MIN_DEPTH, check_intrinsics, project
 
 __all__ = [
     "DEFAULT_CHUNK",
     "Fragments",
     "check_faces",
     "check_mesh",
+    "check_valid",
     "face_normals",
     "interpolate",
     "interpolate_packed",
@@ -120,6 +122,21 @@ def check_faces(
     return faces
 
 
+def check_valid(valid, batch: int, n_verts: int, device: torch.device | None = None) -> torch.Tensor | None:
+    """Validate a per-vertex `valid` mask: None, (V,) or (B, V) bool. Returns None or (B, V) bool
+    on `device`. Raises ValueError naming the argument otherwise."""
+    if valid is None:
+        return None
+    valid = torch.as_tensor(valid, device=device)
+    if valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor, got dtype {valid.dtype}")
+    if valid.dim() == 1:
+        valid = valid[None]
+    if valid.dim() != 2 or valid.shape[1] != n_verts or valid.shape[0] not in (1, batch):
+        raise ValueError(f"valid must have shape ({batch}, {n_verts}) or ({n_verts},), got {tuple(valid.shape)}")
+    return valid.expand(batch, n_verts)
+
+
 def _check_image_size(image_size) -> tuple[int, int]:
     try:
         H, W = (int(s) for s in image_size)
@@ -149,6 +166,7 @@ def rasterize(
     znear: float = 1e-3,
     cull_backfaces: bool = False,
     chunk: int | None = None,
+    valid: torch.Tensor | None = None,
 ) -> Fragments:
     """Rasterize a batch of meshes that share one face array with a z-buffer.
 
@@ -159,12 +177,16 @@ def rasterize(
         princpt: (B, 2) (cx, cy) pixels, or (2,) for the whole batch. The centre of pixel
             (row r, col c) is at image coordinates (x=c, y=r).
         image_size: (H, W) in pixels.
-        znear: metres; faces with any vertex at Z < znear are skipped entirely (no clipping).
+        znear: metres; faces with any vertex at Z < znear (or at Z <= :data:`handrecon.camera.MIN_DEPTH`,
+            whatever `znear`) are skipped entirely (no clipping).
         cull_backfaces: if True, drop faces whose normal ``(v1 - v0) x (v2 - v0)`` points away
             from the camera; by default faces are double-sided.
         chunk: number of candidates (face rows, then pixels) processed at once; bounds peak
             memory (about 400 bytes each) without changing the result. None: a per-device
             default from :data:`DEFAULT_CHUNK`.
+        valid: (B, V) or (V,) bool, default all True: faces with any vertex marked False are
+            skipped, as if that part of the mesh were absent. This is how a hand is left out of
+            a picture (its vertices keep their positions; nothing else changes).
 
     Returns:
         :class:`Fragments` with face_idx / bary / depth / mask of shape (B, H, W[, 3]); depth is
@@ -185,10 +207,13 @@ def rasterize(
     if verts_cam.dtype in (torch.float16, torch.bfloat16):
         verts_cam = verts_cam.float()
     device, dtype = verts_cam.device, verts_cam.dtype
+    focal, princpt = focal.to(dtype), princpt.to(dtype)  # project in the vertices' precision
+    valid = check_valid(valid, B, verts_cam.shape[1], device)
 
     with torch.no_grad():
         key = _zbuffer(
-            verts_cam.detach(), faces, focal.detach(), princpt.detach(), H, W, znear, cull_backfaces, chunk
+            verts_cam.detach(), faces, focal.detach(), princpt.detach(), H, W, znear, cull_backfaces, chunk,
+            valid=valid,
         )
 
     mask_flat = key != _EMPTY_KEY
@@ -203,7 +228,7 @@ def rasterize(
     py = ((pix // W) % H).to(dtype)
     px = (pix % W).to(dtype)
     V = verts_cam.shape[1]
-    xyz = torch.cat([project_points(verts_cam, focal, princpt), verts_cam[..., 2:]], dim=-1).reshape(B * V, 3)
+    xyz = torch.cat([project(verts_cam, focal, princpt), verts_cam[..., 2:]], dim=-1).reshape(B * V, 3)
     corners = xyz.index_select(0, (faces.index_select(0, face_vis) + (b * V)[:, None]).view(-1)).view(
         -1, 3, 3
     )  # (P, 3, [x y z])
@@ -262,6 +287,7 @@ def _zbuffer(
     cull_backfaces: bool,
     chunk: int,
     spans: bool = True,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B*H*W,) int64 z-buffer keys (depth bits << 32 | face index); _EMPTY_KEY where uncovered.
 
@@ -269,7 +295,7 @@ def _zbuffer(
     then the pixels of each row between conservative bounds of the triangle's span on that row
     (the whole box width if `spans` is False; the result is identical, only slower). The exact
     inside test is always the per-pixel edge-function test, so the span bounds only need to be
-    generous, never exact.
+    generous, never exact. `valid`: None or (B, V) bool, as checked by :func:`check_valid`.
     """
     B = verts.shape[0]
     F = faces.shape[0]
@@ -278,19 +304,22 @@ def _zbuffer(
     if F == 0 or B == 0:
         return keybuf
 
-    xy = project_points(verts, focal, princpt)
+    xy = project(verts, focal, princpt)
     tri = xy[:, faces]  # (B, F, 3, 2)
     tz = verts[:, faces, 2]  # (B, F, 3)
     x, y = tri[..., 0], tri[..., 1]
     area = (x[..., 0] - x[..., 2]) * (y[..., 1] - y[..., 2]) - (y[..., 0] - y[..., 2]) * (
         x[..., 1] - x[..., 2]
     )
-    valid = (tz >= znear).all(-1) & torch.isfinite(tz).all(-1) & torch.isfinite(tri).all(-1).all(-1)
-    valid &= area.abs() > _MIN_AREA
+    keep = (tz >= znear).all(-1) & (tz > MIN_DEPTH).all(-1) & torch.isfinite(tz).all(-1)
+    keep &= torch.isfinite(tri).all(-1).all(-1)
+    keep &= area.abs() > _MIN_AREA
+    if valid is not None:
+        keep &= valid[:, faces].all(-1)
     if cull_backfaces:
         v = verts[:, faces]  # (B, F, 3, 3)
         normal = torch.cross(v[:, :, 1] - v[:, :, 0], v[:, :, 2] - v[:, :, 0], dim=-1)
-        valid &= (normal * v[:, :, 0]).sum(-1) < 0  # front faces have normals pointing at the camera
+        keep &= (normal * v[:, :, 0]).sum(-1) < 0  # front faces have normals pointing at the camera
 
     # Integer bounding box of covered pixel centres, clipped to the image. Clamp in floating
     # point first so huge projected coordinates cannot overflow the integer conversion.
@@ -298,7 +327,7 @@ def _zbuffer(
     bx1 = torch.floor(x.amax(-1)).clamp(-1, W - 1)
     by0 = torch.ceil(y.amin(-1)).clamp(0, H)
     by1 = torch.floor(y.amax(-1)).clamp(-1, H - 1)
-    bh = torch.where(valid & (bx1 >= bx0), by1 - by0 + 1, 0).clamp(min=0).long()  # rows per face
+    bh = torch.where(keep & (bx1 >= bx0), by1 - by0 + 1, 0).clamp(min=0).long()  # rows per face
     sel = bh.view(-1).nonzero().squeeze(1)  # flat b*F + f of faces with candidate rows
     if sel.numel() == 0:
         return keybuf

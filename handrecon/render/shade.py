@@ -1,6 +1,6 @@
 """Lambertian shading, compositing over a background, and a one-call mesh renderer.
 
-Conventions as in :mod:`handrecon.render.camera` (camera frame x right, y down, z forward;
+Conventions as in :mod:`handrecon.camera` (camera frame x right, y down, z forward;
 pixel (row r, col c) centred at (x=c, y=r)). Colours are linear floats, nominally in [0, 1].
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .camera import check_intrinsics
+from ..camera import check_intrinsics
 from .raster import Fragments, check_mesh, interpolate_packed, rasterize, vertex_normals
 
 __all__ = ["DEFAULT_ALBEDO", "composite", "face_camera", "render_mesh", "shade_lambert"]
@@ -165,6 +165,7 @@ def render_mesh(
     znear: float = 1e-3,
     cull_backfaces: bool = False,
     chunk: int | None = None,
+    valid: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor | Fragments]:
     """Rasterize, shade (Lambert, smooth normals) and composite a batch of meshes.
 
@@ -178,6 +179,9 @@ def render_mesh(
         light_dir: (B, 3) or (3,) direction towards the light; default headlight (0, 0, -1).
         ambient, diffuse: Lambert weights, floats or one per image (see :func:`shade_lambert`).
         znear, cull_backfaces, chunk: passed to :func:`rasterize`.
+        valid: (B, V) or (V,) bool per vertex, passed to :func:`rasterize`: faces touching a
+            vertex marked False are not drawn, e.g. ``valid[:, :778] = False`` leaves the right
+            hand of a two-hand mesh out of the picture.
 
     Returns:
         dict with ``image`` (B, H, W, 3) float, the shaded mesh clamped to [0, 1] where ``mask``
@@ -192,7 +196,8 @@ def render_mesh(
         verts_cam = verts_cam.float()  # the rasterizer works in float32 at least; so does shading
     B, V, _ = verts_cam.shape
     frags = rasterize(
-        verts_cam, faces, focal, princpt, image_size, znear=znear, cull_backfaces=cull_backfaces, chunk=chunk
+        verts_cam, faces, focal, princpt, image_size, znear=znear, cull_backfaces=cull_backfaces, chunk=chunk,
+        valid=valid,
     )
     H, W = frags.mask.shape[1:]
     attrs = [vertex_normals(verts_cam, faces)]

@@ -1,5 +1,7 @@
 """Helpers shared by the dataset readers: checked JSON and array loading, projection, boxes,
-images, and the base `Dataset` every reader derives from.
+images, and the base `Dataset` every reader derives from. The pinhole projection is
+`handrecon.camera.project` (its default policy gives pixel (0, 0) for points at or behind the camera,
+as the fisheye model here does).
 
 Units: 3D points in metres unless a name says mm; pixels for 2D; image coordinates follow
 `handrecon.data.sample` (pixel centre of column c, row r at x=c, y=r).
@@ -114,14 +116,6 @@ def field_value(record: Any, key: str, file: str, where: str, kinds: type | tupl
         wanted = " or ".join(k.__name__ for k in names)
         raise DataFormatError(f"{prefix}field '{key}' must be {wanted}, got {type(value).__name__}: {_short(value)}")
     return value
-
-
-def project(points: np.ndarray, focal: np.ndarray, princpt: np.ndarray) -> np.ndarray:
-    """(N, 3) camera-frame points -> (N, 2) pixels by the pinhole model; points with z <= 0 give 0."""
-    z = points[:, 2:3]
-    safe = np.where(z > 1e-9, z, 1.0)
-    uv = points[:, :2] / safe * focal + princpt
-    return np.where(z > 1e-9, uv, 0.0)
 
 
 def project_fisheye(points: np.ndarray, focal: np.ndarray, princpt: np.ndarray, dist: np.ndarray) -> np.ndarray:
@@ -342,7 +336,6 @@ __all__ = [
     "load_json",
     "mano_in_camera",
     "new_sample",
-    "project",
     "project_fisheye",
     "put_hand",
     "require_dir",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...camera import project
 from ...hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ...hand_model.mano import SIDES, HandModel
 from . import register_reader
@@ -31,7 +32,6 @@ from .common import (
     field_value,
     load_json,
     new_sample,
-    project,
     put_hand,
     require_dir,
     require_file,

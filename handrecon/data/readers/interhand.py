@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ...camera import project
 from ...hand_model.constants import IH26M_TO_OURS, NUM_JOINTS, OURS_TO_IH26M
 from ...hand_model.mano import SIDES, HandModel
 from ...io import atomic_write_json, atomic_write_text
@@ -43,7 +44,6 @@ from .common import (
     load_json,
     mano_in_camera,
     new_sample,
-    project,
     put_hand,
     require_dir,
 )

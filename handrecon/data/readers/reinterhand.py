@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...camera import project
 from ...hand_model.constants import JOINT_NAMES
 from ...hand_model.mano import SIDES, HandModel
 from ...io import atomic_write_json
@@ -39,7 +40,6 @@ from .common import (
     load_json,
     mano_in_camera,
     new_sample,
-    project,
     project_fisheye,
     put_hand,
     require_dir,
