@@ -45,6 +45,7 @@ def Image_resize(image):  # noqa: N802 - a tiny helper
     return Image.fromarray(image.astype(np.uint8)).resize((64, 64), Image.BILINEAR)
 
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(inception_weights, images, tmp_path):
     cache = FeatureCache(inception_weights, tmp_path / "features")
     clean = cache.features(images, [str(i) for i in range(len(images))], "whole")
@@ -148,6 +149,7 @@ def test_label_consistency_is_zero_for_the_labels_themselves(procedural_root, ha
     assert (moved["joints2d_px"][both] > 0.1).all()
 
 
+@pytest.mark.slow
 def test_generation_report_scores_a_cache_and_reuses_real_features(tmp_path, procedural_root, mano_dir, hand_model, inception_weights):
     from shard_utils import write_test_shards
 

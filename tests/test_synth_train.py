@@ -88,6 +88,7 @@ def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root,
         GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={run_a}"]), progress=False)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, procedural_root, mano_dir):
     import json
     import os
