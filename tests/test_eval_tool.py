@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_checks import dominant, read_png
 
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
@@ -54,7 +55,11 @@ def test_ground_truth_scores_zero_and_reports_are_written(data, tmp_path):
     assert prov["num_samples"] == len(gt.sample_ids) and prov["protocol"] == "interwild" and len(prov["predictions_sha256"]) == 64
     rows = list(csv.DictReader(open(tmp_path / "eval_procedural_test" / "per_sample.csv")))
     assert [r["sample_id"] for r in rows] == gt.sample_ids
-    assert (tmp_path / "eval_procedural_test" / "overlays_worst.png").stat().st_size > 1000
+    # two samples: ground-truth meshes (green) in the top row, predictions (red) below, over the same images
+    overlays = read_png(tmp_path / "eval_procedural_test" / "overlays_worst.png", (480, 500))
+    top, bottom = overlays[:250], overlays[250:]
+    assert dominant(top, 1).sum() - dominant(bottom, 1).sum() > 1000
+    assert dominant(bottom, 0).sum() - dominant(top, 0).sum() > 1000
     assert "interwild/mpvpe_all_wrist_mm" in out.stdout
 
 
