@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -20,16 +23,57 @@ def _purpose(tool: Path) -> str:
     return " ".join(purpose.strip().splitlines()[0].split())
 
 
-@pytest.mark.parametrize("tool", TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_tool_help_states_its_purpose(tool, capsys, monkeypatch):
-    """Run in this process as `python TOOL --help` would run it, so the modules the tools share load once."""
+#: each configurable tool's schema: "module:Class", or ":Class" for one defined in the tool itself
+CONFIG_SCHEMAS = {
+    "train.py": "handrecon.engine.config:Experiment",
+    "synth_train.py": "synth.train:GeneratorExperiment",
+    "synth_cache.py": "synth.cache:CacheJob",
+    "semantics.py": ":SemanticsRun",
+    "sweep.py": "handrecon.sweep:Sweep",
+    "eval_generation.py": "synth.generation_eval:GenerationEval",
+    "ablate_generation.py": "synth.ablation:Ablation",
+    "make_procedural.py": "handrecon.data.procedural:ProceduralConfig",
+    "quickstart.py": ":QuickstartConfig",
+}
+
+
+def _help(tool: Path, capsys, monkeypatch) -> str:
+    """`python TOOL --help`, run in this process so the modules the tools share load once."""
     monkeypatch.setattr(sys, "argv", [str(tool), "--help"])
     monkeypatch.setattr(sys, "path", [str(tool.parent), *sys.path])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(tool), run_name="__main__")
     out = capsys.readouterr()
     assert done.value.code in (0, None), out.err
-    assert _purpose(tool) in " ".join(out.out.split())
+    return " ".join(out.out.split())
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tool_help_states_its_purpose(tool, capsys, monkeypatch):
+    assert _purpose(tool) in _help(tool, capsys, monkeypatch)
+
+
+def test_every_configurable_tool_has_a_schema_listed():
+    configurable = {p.name for p in (ROOT / "tools").glob("*.py") if "add_config_args(" in p.read_text()}
+    assert configurable == set(CONFIG_SCHEMAS)
+
+
+@pytest.mark.parametrize("tool, schema", sorted(CONFIG_SCHEMAS.items()))
+def test_the_help_example_overrides_load(tool, schema, capsys, monkeypatch):
+    from handrecon.config import load_config
+
+    text = _help(ROOT / "tools" / tool, capsys, monkeypatch)
+    example = re.search(r"e\.g\. --set (.+?); values are YAML", text)
+    assert example, text
+    module_name, _, name = schema.partition(":")
+    if module_name:
+        module = importlib.import_module(module_name)
+    else:  # the tool's own module, registered so its annotations resolve
+        spec = importlib.util.spec_from_file_location(f"_tool_{tool[:-3]}", ROOT / "tools" / tool)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+    load_config(getattr(module, name), None, example.group(1).split())
 
 
 @pytest.mark.slow

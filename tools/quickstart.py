@@ -146,7 +146,7 @@ study: Stable Diffusion 1.5 weights, real data and `tools/sweep.py` with several
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="out=runs/qs2 regressor_steps=1000")
     args = parser.parse_args(argv)
     cfg = config_from_args(QuickstartConfig, args)
     out = Path(cfg.out)
