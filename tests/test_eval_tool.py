@@ -79,6 +79,7 @@ def test_shifted_left_hands_give_the_offset(data, tmp_path):
         assert metrics["interwild/rrve_rightwrist_mm"] == pytest.approx(np.linalg.norm(d) * 500, rel=1e-4)
 
 
+@pytest.mark.slow  # launches tools/eval.py several times
 def test_missing_and_extra_ids_are_errors(data, tmp_path):
     root, gt = data
     few = _save(tmp_path / "few.npz", gt.sample_ids[1:], gt.verts[1:])
@@ -107,6 +108,7 @@ def test_overlays_ignore_predictions_for_absent_hands(data, tmp_path, hand_model
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.slow  # launches tools/eval.py several times
 def test_ih26m_is_scored_on_its_human_annotated_subset(data, tmp_path):
     root, gt = data
     preds = _save(tmp_path / "all.npz", gt.sample_ids, gt.verts)  # predictions for the whole split
