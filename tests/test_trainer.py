@@ -176,6 +176,7 @@ def test_non_strict_loading_skips_mismatched_tensors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_exact_resume_continues_like_the_uninterrupted_run(tmp_path, mano_dir, procedural_root):
     # 36 train samples / batch 8 = 5 micro-batches an epoch, 2 per step: the resumed step 3 sits
     # in epoch 1 after its first micro-batch, and accumulation spans the epoch boundary.
