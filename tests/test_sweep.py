@@ -35,6 +35,7 @@ def test_cells_differ_only_in_the_synthetic_share(sweep):
         run_config(sweep, 0.0, 3)
 
 
+@pytest.mark.slow  # trains two cells
 def test_sweep_writes_rows_and_plot_and_resumes(sweep, tmp_path):
     rows = run_sweep(sweep, progress=False)
     assert [(r["ratio"], r["seed"]) for r in rows] == [(0.0, 3), (0.5, 3)]
