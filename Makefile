@@ -1,4 +1,4 @@
-# Two entry points: `make quickstart` (the main job) and `make test`.
+# Two entry points: `make quickstart` (the main job) and `make test` (`make test-fast` skips the slow tests).
 # Both create .venv with the project installed if it is missing or stale.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sesahand-installed
 ARGS ?=
 
-.PHONY: quickstart test setup clean
+.PHONY: quickstart test test-fast setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check handrecon synth tools tests
 	$(PY) -m pytest -q -n 2 tests
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check handrecon synth tools tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) runs

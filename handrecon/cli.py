@@ -22,7 +22,7 @@ Template::
     if __name__ == "__main__":
         run_tool(main)
 
-Usage: ``tools/train.py configs/x.yaml --set train.lr=1e-4 data.root=/data --set seed=1``.
+Usage: ``tools/train.py configs/x.yaml --set optim.lr=1e-4 data.batch_size=32 --set train.seed=1``.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ T = TypeVar("T")
 USER_ERROR_EXIT = 2
 
 
-def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None, example: str | None = None) -> None:
     """Add an optional positional ``config`` path and ``--set KEY=VALUE [KEY=VALUE ...]``.
 
     ``--set`` may be repeated and take several items; all are collected, in order, into
     ``args.overrides`` (a list, empty when none are given). The config path must come before
-    ``--set``, otherwise argparse reads it as one more override.
+    ``--set``, otherwise argparse reads it as one more override. `example` is shown in the help
+    as ``e.g. --set EXAMPLE``: overrides that the tool's own schema accepts.
     """
     default_help = default_config if default_config else "built-in defaults"
     parser.add_argument(
@@ -64,7 +65,7 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-4 data.root=/data; "
+        help=f"override a config value, e.g. --set {example or 'SECTION.KEY=VALUE'}; "
         "values are YAML (true, 3, 1e-4, [1,2], null); later items win; give CONFIG before --set",
     )
 

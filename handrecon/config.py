@@ -540,7 +540,7 @@ def _parse_override(item: str) -> tuple[list[str], _Override]:
         hint = ""
         if not sep and item.endswith((".yaml", ".yml")):
             hint = " (if this is the config file, put it before --set)"
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY such as train.lr=1e-4{hint}")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY such as optim.lr=1e-4{hint}")
     if not text.strip():
         return parts, _Override("", text)  # `--set name=` means the empty string; use `null` for None
     try:

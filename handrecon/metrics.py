@@ -94,14 +94,13 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .hand_model.constants import NUM_JOINTS, NUM_VERTS
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Stats = dict[str, np.ndarray]
 Aggregator = Callable[[Stats], dict[str, np.ndarray]]
 
 MM = 1000.0
-NUM_VERTS = 778
-NUM_JOINTS = 21
 WRIST, MIDDLE_MCP = 0, 9
 HAND_TYPE_CODES = {"right": 0, "left": 1, "interacting": 2}
 INTERACTING = HAND_TYPE_CODES["interacting"]

@@ -28,9 +28,9 @@ from handrecon.config import check_fields, to_yaml
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
+from handrecon.engine.amp import autocast
 from handrecon.engine.distributed import barrier, mean_over_ranks, shutdown_distributed
 from handrecon.engine.optim import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
-from handrecon.engine.predict import autocast
 from handrecon.engine.trainer import open_run, start_run
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel

@@ -6,6 +6,7 @@ independently of the readers (only the hand model's forward pass is shared).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from handrecon.data.readers.common import ManoParams
-from handrecon.data.readers.hic import write_ply
 from handrecon.data.readers.interhand import (
     InterHandCamera,
     InterHandFrame,
@@ -27,14 +27,67 @@ from handrecon.data.readers.interhand import (
 from handrecon.data.readers.reinterhand import (
     TEST_CAPTURES,
     ReIHCamera,
+    camera_file,
     image_file,
+    keypoint_file,
+    mano_file,
     ours_to_reih_keypoints,
-    write_capture_files,
 )
 from handrecon.hand_model.mano import SIDES, HandModel
+from handrecon.io import atomic_write_json
 
 IMAGE_HW = (48, 64)
+
 TRAIN_CAPTURE = "m--20221111--0000--ABC123--pilot--ProjectGoliath--Hands--two-hands"
+
+
+# Writers of the release formats that the toolkit only reads.
+def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None = None, binary: bool = False) -> None:
+    """Write a mesh as PLY: float32 x, y, z per vertex and int32 triangle indices; ASCII or
+    binary in the machine's byte order (coordinates written with 9 significant digits in ASCII,
+    so float32 values round-trip exactly)."""
+    vertices = np.asarray(vertices, dtype=np.float32)
+    faces = np.zeros((0, 3), dtype=np.int32) if faces is None else np.asarray(faces, dtype=np.int32)
+    fmt = "ascii" if not binary else ("binary_little_endian" if sys.byteorder == "little" else "binary_big_endian")
+    header = (
+        f"ply\nformat {fmt} 1.0\ncomment written by sesahand\nelement vertex {len(vertices)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        if binary:
+            fh.write(vertices.tobytes())
+            face_rows = np.zeros(len(faces), dtype=[("n", "u1"), ("idx", "i4", (3,))])
+            face_rows["n"], face_rows["idx"] = 3, faces
+            fh.write(face_rows.tobytes())
+        else:
+            fh.write("".join(f"{x:.9g} {y:.9g} {z:.9g}\n" for x, y, z in vertices).encode("ascii"))
+            fh.write("".join(f"3 {a} {b} {c}\n" for a, b, c in faces).encode("ascii"))
+
+
+def write_capture_files(
+    capture_dir: str | Path,
+    cameras: dict[str, ReIHCamera] | None = None,
+    keypoints: dict[tuple[str, int], np.ndarray] | None = None,
+    manos: dict[tuple[str, int], ManoParams] | None = None,
+) -> None:
+    """Write Re:InterHand annotation files of one capture in the release layout (images are the
+    caller's: save them at `image_file(capture_dir, cam, frame)`).
+
+    cameras: {cam: ReIHCamera}; keypoints: {(side, frame): (24, 3) world mm, file order};
+    manos: {(side, frame): ManoParams, world metres}.
+    """
+    capture_dir = Path(capture_dir)
+
+    if cameras is not None:
+        atomic_write_json(camera_file(capture_dir), {cam: c.to_json() for cam, c in cameras.items()})
+    for (side, frame), kp in (keypoints or {}).items():
+        atomic_write_json(keypoint_file(capture_dir, side, frame), np.asarray(kp, float).tolist())
+    for (side, frame), mano in (manos or {}).items():
+        atomic_write_json(mano_file(capture_dir, side, frame), mano.to_json())
 
 
 @torch.no_grad()

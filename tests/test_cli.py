@@ -69,6 +69,7 @@ def test_a_worker_error_is_its_last_line_and_names_the_sample(capsys):
     )
 
 
+@pytest.mark.slow  # trains a run, then launches tools/eval.py
 def test_eval_checks_out_before_predicting(tmp_path, mano_dir, procedural_root):
     """An unusable --out is found before the split is predicted, not after."""
     from handrecon.config import load_config

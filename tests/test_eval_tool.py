@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_checks import dominant, read_png
 
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
@@ -54,7 +55,11 @@ def test_ground_truth_scores_zero_and_reports_are_written(data, tmp_path):
     assert prov["num_samples"] == len(gt.sample_ids) and prov["protocol"] == "interwild" and len(prov["predictions_sha256"]) == 64
     rows = list(csv.DictReader(open(tmp_path / "eval_procedural_test" / "per_sample.csv")))
     assert [r["sample_id"] for r in rows] == gt.sample_ids
-    assert (tmp_path / "eval_procedural_test" / "overlays_worst.png").stat().st_size > 1000
+    # two samples: ground-truth meshes (green) in the top row, predictions (red) below, over the same images
+    overlays = read_png(tmp_path / "eval_procedural_test" / "overlays_worst.png", (480, 500))
+    top, bottom = overlays[:250], overlays[250:]
+    assert dominant(top, 1).sum() - dominant(bottom, 1).sum() > 1000
+    assert dominant(bottom, 0).sum() - dominant(top, 0).sum() > 1000
     assert "interwild/mpvpe_all_wrist_mm" in out.stdout
 
 
@@ -74,6 +79,7 @@ def test_shifted_left_hands_give_the_offset(data, tmp_path):
         assert metrics["interwild/rrve_rightwrist_mm"] == pytest.approx(np.linalg.norm(d) * 500, rel=1e-4)
 
 
+@pytest.mark.slow  # launches tools/eval.py several times
 def test_missing_and_extra_ids_are_errors(data, tmp_path):
     root, gt = data
     few = _save(tmp_path / "few.npz", gt.sample_ids[1:], gt.verts[1:])
@@ -102,6 +108,7 @@ def test_overlays_ignore_predictions_for_absent_hands(data, tmp_path, hand_model
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.slow  # launches tools/eval.py several times
 def test_ih26m_is_scored_on_its_human_annotated_subset(data, tmp_path):
     root, gt = data
     preds = _save(tmp_path / "all.npz", gt.sample_ids, gt.verts)  # predictions for the whole split

@@ -164,6 +164,7 @@ def _mpvpe(model, batch, hand_model):
     return metrics.evaluate(pred, gt, hand_model=hand_model).summary["interwild/mpvpe_all_wrist_mm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, steps", [("dir_tiny", 60), ("interwild_tiny", 60)])
 def test_tiny_model_overfits_16_samples(name, steps, hand_model, procedural_root):
     torch.manual_seed(0)

@@ -19,11 +19,12 @@ from fixtures_formats import (
     make_hic_fixture,
     make_interhand_fixture,
     make_reinterhand_fixture,
+    write_ply,
 )
 
 from handrecon.data.readers import create_reader, list_readers
 from handrecon.data.readers.common import DataFormatError, box_from_points
-from handrecon.data.readers.hic import FOCAL, PRINCPT, read_ply_vertices, write_ply
+from handrecon.data.readers.hic import FOCAL, PRINCPT, read_ply_vertices
 from handrecon.data.readers.interhand import (
     annotation_path,
     load_interhand_split,

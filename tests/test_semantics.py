@@ -313,6 +313,7 @@ def test_a_bad_prompt_record_names_file_line_and_field(tmp_path, line, message):
         load_prompts(path)  # what the cache job and the generator's training read
 
 
+@pytest.mark.slow
 def test_semantics_tool_resumes_an_interrupted_run(tmp_path, procedural_root, mano_dir, hand_model):
     out = tmp_path / "prompts"
     args = [sys.executable, "tools/semantics.py", "--set", f"data_root={procedural_root}", "split=train", f"out={out}", f"mano_dir={mano_dir}",

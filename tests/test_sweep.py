@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+from image_checks import near, read_png
 from shard_utils import write_test_shards
 
 from handrecon.config import load_config
@@ -34,6 +35,7 @@ def test_cells_differ_only_in_the_synthetic_share(sweep):
         run_config(sweep, 0.0, 3)
 
 
+@pytest.mark.slow  # trains two cells
 def test_sweep_writes_rows_and_plot_and_resumes(sweep, tmp_path):
     rows = run_sweep(sweep, progress=False)
     assert [(r["ratio"], r["seed"]) for r in rows] == [(0.0, 3), (0.5, 3)]
@@ -42,7 +44,8 @@ def test_sweep_writes_rows_and_plot_and_resumes(sweep, tmp_path):
     with open(tmp_path / "sweep" / "results.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [(float(t["ratio"]), int(t["seed"])) for t in table] == [(0.0, 3), (0.5, 3)]
-    assert (tmp_path / "sweep" / "metric_vs_ratio.png").stat().st_size > 1000
+    plot = read_png(tmp_path / "sweep" / "metric_vs_ratio.png", (550, 385))  # 5 x 3.5 in at 110 dpi
+    assert near(plot, (31, 119, 180)).sum() > 200  # the seed's line and markers in matplotlib's first colour
     stamp = (tmp_path / "sweep" / "ratio0.50_seed3" / "test_metrics.json").stat().st_mtime_ns
     again = run_sweep(sweep, progress=False)  # finished cells are not trained again
     assert again == rows

@@ -34,6 +34,7 @@ def _cache(args, ranks):
     return subprocess.run([*launcher, str(REPO / "tools" / "synth_cache.py"), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_dir, procedural_root, hand_model):
     out = tmp_path / "cache"
     done = _cache(_args(out, mano_dir, procedural_root), ranks=2)
@@ -69,6 +70,7 @@ def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_
     assert source.labels(0)["generator"] == manifest["generator_hash"]
 
 
+@pytest.mark.slow
 def test_a_rerun_names_and_redoes_damaged_shards_only(tmp_path, mano_dir, procedural_root, hand_model):
     out = tmp_path / "cache"
     args = _args(out, mano_dir, procedural_root, "num=10")  # 5 shards
@@ -174,6 +176,7 @@ def test_mask_edge_filter_keeps_images_showing_the_outline():
     assert not keep and 0.7 < score < 1.2
 
 
+@pytest.mark.slow
 def test_live_source_generates_labelled_samples(mano_dir, procedural_root):
     from synth.live import live_source
 

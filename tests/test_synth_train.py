@@ -30,6 +30,7 @@ def test_pairs_hold_image_condition_and_hand_mask(procedural_root, hand_model):
     assert "hand" in parts.tokenizer.decode(ids).replace(" ", "")
 
 
+@pytest.mark.slow
 def test_training_lowers_the_denoising_loss_on_a_fixed_batch(procedural_root, hand_model):
     parts = tiny_components(seed=0)
     context = HandTokenContext()
@@ -64,6 +65,7 @@ def _losses(run):
     return {e.step: e.value for e in events.Scalars("train/loss")}
 
 
+@pytest.mark.slow
 def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root, mano_dir):
     overrides = [
         f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
@@ -88,6 +90,7 @@ def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root,
         GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={run_a}"]), progress=False)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, procedural_root, mano_dir):
     import json
     import os
@@ -115,6 +118,7 @@ def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, pro
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_root, mano_dir):
     """Checkpointed blocks re-run their attention in backward: the hand bias must still be set
     then (it was not, and backward failed), and the result must equal the plain run's."""

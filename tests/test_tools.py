@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import os
+import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +17,72 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = sorted(p for p in (ROOT / "tools").rglob("*.py") if not p.name.startswith("_"))
 
 
-@pytest.mark.parametrize("tool", TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_tool_help_states_its_purpose(tool):
+def _purpose(tool: Path) -> str:
     purpose = ast.get_docstring(ast.parse(tool.read_text()))
     assert purpose, f"{tool} needs a module docstring with its one-line purpose"
-    first_line = purpose.strip().splitlines()[0]
-    out = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert " ".join(first_line.split()) in " ".join(out.stdout.split())
+    return " ".join(purpose.strip().splitlines()[0].split())
+
+
+#: each configurable tool's schema: "module:Class", or ":Class" for one defined in the tool itself
+CONFIG_SCHEMAS = {
+    "train.py": "handrecon.engine.config:Experiment",
+    "synth_train.py": "synth.train:GeneratorExperiment",
+    "synth_cache.py": "synth.cache:CacheJob",
+    "semantics.py": ":SemanticsRun",
+    "sweep.py": "handrecon.sweep:Sweep",
+    "eval_generation.py": "synth.generation_eval:GenerationEval",
+    "ablate_generation.py": "synth.ablation:Ablation",
+    "make_procedural.py": "handrecon.data.procedural:ProceduralConfig",
+    "quickstart.py": ":QuickstartConfig",
+}
+
+
+def _help(tool: Path, capsys, monkeypatch) -> str:
+    """`python TOOL --help`, run in this process so the modules the tools share load once."""
+    monkeypatch.setattr(sys, "argv", [str(tool), "--help"])
+    monkeypatch.setattr(sys, "path", [str(tool.parent), *sys.path])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(tool), run_name="__main__")
+    out = capsys.readouterr()
+    assert done.value.code in (0, None), out.err
+    return " ".join(out.out.split())
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tool_help_states_its_purpose(tool, capsys, monkeypatch):
+    assert _purpose(tool) in _help(tool, capsys, monkeypatch)
+
+
+def test_every_configurable_tool_has_a_schema_listed():
+    configurable = {p.name for p in (ROOT / "tools").glob("*.py") if "add_config_args(" in p.read_text()}
+    assert configurable == set(CONFIG_SCHEMAS)
+
+
+@pytest.mark.parametrize("tool, schema", sorted(CONFIG_SCHEMAS.items()))
+def test_the_help_example_overrides_load(tool, schema, capsys, monkeypatch):
+    from handrecon.config import load_config
+
+    text = _help(ROOT / "tools" / tool, capsys, monkeypatch)
+    example = re.search(r"e\.g\. --set (.+?); values are YAML", text)
+    assert example, text
+    module_name, _, name = schema.partition(":")
+    if module_name:
+        module = importlib.import_module(module_name)
+    else:  # the tool's own module, registered so its annotations resolve
+        spec = importlib.util.spec_from_file_location(f"_tool_{tool[:-3]}", ROOT / "tools" / tool)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+    load_config(getattr(module, name), None, example.group(1).split())
+
+
+@pytest.mark.slow
+def test_every_tool_help_runs_as_a_script():
+    """The same in a fresh interpreter per tool: no tool depends on what an earlier import loaded."""
+    for tool in TOOLS:
+        out = subprocess.run([sys.executable, str(tool), "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (tool, out.stderr)
+        assert _purpose(tool) in " ".join(out.stdout.split()), tool
 
 
 def test_make_standin_mano_writes_both_files(tmp_path):
@@ -40,6 +102,7 @@ def test_make_standin_mano_writes_both_files(tmp_path):
         ("synth_train.py", "synth_tiny.yaml", "train.log_every=0", "train.log_every must be >= 1, got 0"),
     ],
 )
+@pytest.mark.slow  # each launch imports the training stack: 10-25 s on a 2-core CPU
 def test_out_of_range_config_values_stop_a_tool_before_its_run_folder(tool, config, override, expected, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, str(ROOT / "tools" / tool), str(ROOT / "configs" / config), "--set", override, f"out={tmp_path / 'run'}"]

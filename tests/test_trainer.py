@@ -201,6 +201,7 @@ def test_non_strict_loading_skips_mismatched_tensors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_exact_resume_continues_like_the_uninterrupted_run(tmp_path, mano_dir, procedural_root):
     # 36 train samples / batch 8 = 5 micro-batches an epoch, 2 per step: the resumed step 3 sits
     # in epoch 1 after its first micro-batch, and accumulation spans the epoch boundary.
@@ -290,6 +291,7 @@ def test_bf16_autocast_trains(tmp_path, mano_dir, procedural_root):
     assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.slow
 def test_train_tool_resume_and_eval_checkpoint_agree(tmp_path, mano_dir, procedural_root):
     """tools/train.py runs, --resume extends it, and tools/eval.py --checkpoint reproduces the
     trainer's own validation numbers on the same split."""
@@ -374,6 +376,7 @@ def test_predictions_use_the_requested_framing(procedural_root, hand_model):
     assert not np.allclose(seen["hands"], seen["image"])  # the hands fill more of a hand crop
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedural_root):
     val = f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 5, images: 0}}"  # 3 + 2 per rank
     cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "data.batch_size=4", val)

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     from synth.ablation import Ablation, run_ablation
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="alphas=[1,2] job.num=100")
     args = parser.parse_args(argv)
     cfg = config_from_args(Ablation, args)
     ensure_writable_dir(cfg.out, "out")

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     from synth.generation_eval import GenerationEval, evaluate_generation
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="generated=runs/cache grid=4")
     args = parser.parse_args(argv)
     cfg = config_from_args(GenerationEval, args)
     ensure_writable_dir(cfg.out, "out")

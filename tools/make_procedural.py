@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int_at_least(1), default=200, help="number of images over all splits")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: the stand-in, written to OUT/mano)")
-    add_config_args(parser, default_config=None)
+    add_config_args(parser, example="jpeg_quality=90 single_hand_prob=0.3")
     args = parser.parse_args(argv)
     cfg = config_from_args(ProceduralConfig, args)
     ensure_writable_dir(args.out, "--out")

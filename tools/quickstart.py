@@ -13,6 +13,7 @@ import numpy as np
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.config import check_fields
 from handrecon.data.procedural import ProceduralConfig, generate
+from handrecon.hand_model.constants import NUM_VERTS
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
 from handrecon.io import atomic_save_image, atomic_write_text
@@ -60,7 +61,7 @@ def _gallery(reader, hand_model: HandModel, count: int, path: Path) -> Path:
     """Images with their mesh labels drawn over them, side by side (labels are exact)."""
     from handrecon.evaluation import overlay_hands
 
-    colours = np.where(np.arange(1556)[:, None] < 778, [[0.95, 0.35, 0.25]], [[0.25, 0.5, 0.95]])  # right red, left blue
+    colours = np.where(np.arange(2 * NUM_VERTS)[:, None] < NUM_VERTS, [[0.95, 0.35, 0.25]], [[0.25, 0.5, 0.95]])  # right red, left blue
     tiles = []
     for i in range(min(count, len(reader))):
         sample = reader[i]
@@ -146,7 +147,7 @@ study: Stable Diffusion 1.5 weights, real data and `tools/sweep.py` with several
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="out=runs/qs2 regressor_steps=1000")
     args = parser.parse_args(argv)
     cfg = config_from_args(QuickstartConfig, args)
     out = Path(cfg.out)

@@ -33,7 +33,7 @@ class SemanticsRun:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="data_root=data/procedural limit=100")
     args = parser.parse_args(argv)
     cfg = config_from_args(SemanticsRun, args)
     ensure_writable_dir(cfg.out, "out")

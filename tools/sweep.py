@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     from handrecon.sweep import Sweep, run_sweep
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="ratios=[0,0.3] experiment.optim.lr=1e-4")
     args = parser.parse_args(argv)
     sweep = config_from_args(Sweep, args)
     ensure_writable_dir(sweep.out, "out")

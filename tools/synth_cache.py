@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     from synth.cache import CacheJob, run
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="num=1000 labels.root=data/procedural")
     parser.add_argument("--out", help="cache folder (same as --set out=...)")
     parser.add_argument("--num", type=int_at_least(1), help="samples to plan (same as --set num=...)")
     args = parser.parse_args(argv)

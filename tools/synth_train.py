@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     from synth.train import GeneratorExperiment, GeneratorTrainer
 
     parser = argparse.ArgumentParser(description=__doc__.strip())
-    add_config_args(parser)
+    add_config_args(parser, example="optim.lr=1e-5 train.max_steps=2000")
     parser.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
     args = parser.parse_args(argv)
     if args.resume is not None:

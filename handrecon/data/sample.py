@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..hand_model.constants import NUM_VERTS
+
 HAND_TYPES = ("right", "left", "interacting")
 
 # key -> (dtype kind, shape); str fields have shape None
@@ -47,7 +49,7 @@ SAMPLE_FIELDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     "mano_shape": ("f", (2, 10)),
     "mano_transl": ("f", (2, 3)),
     "mesh_valid": ("b", (2,)),
-    "verts": ("f", (1556, 3)),
+    "verts": ("f", (2 * NUM_VERTS, 3)),
     "joints3d": ("f", (42, 3)),
     "joints2d": ("f", (42, 2)),
     "joints_valid": ("b", (42,)),

@@ -18,16 +18,11 @@ from ..data.augment import crop_to_input
 from ..data.loader import MappedDataset
 from ..hand_model.constants import NUM_VERTS
 from ..io import atomic_write_bytes
+from .amp import autocast
 
 
 def _crop(size: tuple[int, int], framing: str):
     return lambda sample, index, repeat: crop_to_input(sample, size, framing=framing)
-
-
-def autocast(device: torch.device, amp: str):
-    """Autocast context for 'off' | 'bf16' | 'fp16'."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @torch.no_grad()

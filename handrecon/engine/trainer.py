@@ -32,6 +32,7 @@ from ..hand_model.mano import HandModel
 from ..io import atomic_save_image, ensure_writable_dir
 from ..models import build_model
 from . import checkpoint as ckpt
+from .amp import autocast
 from .config import Experiment
 from .distributed import (
     DistInfo,
@@ -44,7 +45,7 @@ from .distributed import (
     shutdown_distributed,
 )
 from .optim import build_optimizer, build_scheduler
-from .predict import autocast, predict_dataset
+from .predict import predict_dataset
 
 #: The one validation key of a failed validation (non-finite outputs): how many samples had them.
 VAL_FAILED = "failed_nonfinite_samples"

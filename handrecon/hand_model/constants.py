@@ -6,10 +6,8 @@ from __future__ import annotations
 
 NUM_VERTS = 778
 NUM_FACES = 1538
-NUM_MANO_JOINTS = 16
 NUM_JOINTS = 21  # per hand, InterWild order
 NUM_BETAS = 10
-NUM_POSE = 45  # 15 finger joints x 3 (axis-angle), global orient excluded
 
 # MANO's own 16 joints (order of J_regressor rows and of the kinematic tree).
 MANO_JOINT_NAMES = (

@@ -338,16 +338,6 @@ def _convex_regressor(verts: np.ndarray, target: np.ndarray, allowed: np.ndarray
     return row
 
 
-def _rodrigues_features(aa: np.ndarray) -> np.ndarray:
-    """(R - I) flattened row-major, for an axis-angle vector."""
-    th = np.linalg.norm(aa)
-    if th < 1e-12:
-        return np.zeros(9)
-    kx, ky, kz = aa / th
-    kmat = np.array([[0, -kz, ky], [kz, 0, -kx], [-ky, kx, 0]])
-    return (np.sin(th) * kmat + (1 - np.cos(th)) * kmat @ kmat).ravel()
-
-
 # ---------------------------------------------------------------------------------------------
 # The model.
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from handrecon.cli import run_tool
+from handrecon.hand_model.constants import NUM_VERTS
 from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
 from handrecon.metrics import DATASET_RULES, evaluate, regressors_of
@@ -71,7 +72,7 @@ def random_split(hand_model: HandModel, regs: np.ndarray, num: int, seed: int) -
     """Template hands moved about, jittered and randomly typed; predictions = gt + 5 mm noise."""
     rng = np.random.default_rng(seed)
     base = np.concatenate([hand_model.layers[s].v_template.double().numpy() for s in ("right", "left")])
-    gt_verts = base[None] + rng.normal(scale=0.05, size=(num, 1, 3)) + rng.normal(scale=0.01, size=(num, 1556, 3))
+    gt_verts = base[None] + rng.normal(scale=0.05, size=(num, 1, 3)) + rng.normal(scale=0.01, size=(num, 2 * NUM_VERTS, 3))
     hand_type = rng.choice(np.array(["right", "left", "interacting"]), size=num)
     mesh_valid = np.stack([hand_type != "left", hand_type != "right"], 1)
     joints = np.einsum("hjv,nhvd->nhjd", regs, gt_verts.reshape(num, 2, 778, 3)).reshape(num, 42, 3)

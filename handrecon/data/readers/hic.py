@@ -13,7 +13,6 @@ no MANO parameters, only meshes. Test split only.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,32 +152,6 @@ def _binary_rows(raw: bytes, offset: int, count: int, props: list[tuple], order:
     return rows, offset
 
 
-def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None = None, binary: bool = False) -> None:
-    """Write a mesh as PLY: float32 x, y, z per vertex and int32 triangle indices; ASCII or
-    binary in the machine's byte order (coordinates written with 9 significant digits in ASCII,
-    so float32 values round-trip exactly)."""
-    vertices = np.asarray(vertices, dtype=np.float32)
-    faces = np.zeros((0, 3), dtype=np.int32) if faces is None else np.asarray(faces, dtype=np.int32)
-    fmt = "ascii" if not binary else ("binary_little_endian" if sys.byteorder == "little" else "binary_big_endian")
-    header = (
-        f"ply\nformat {fmt} 1.0\ncomment written by sesahand\nelement vertex {len(vertices)}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
-    )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(header.encode("ascii"))
-        if binary:
-            fh.write(vertices.tobytes())
-            face_rows = np.zeros(len(faces), dtype=[("n", "u1"), ("idx", "i4", (3,))])
-            face_rows["n"], face_rows["idx"] = 3, faces
-            fh.write(face_rows.tobytes())
-        else:
-            fh.write("".join(f"{x:.9g} {y:.9g} {z:.9g}\n" for x, y, z in vertices).encode("ascii"))
-            fh.write("".join(f"3 {a} {b} {c}\n" for a, b, c in faces).encode("ascii"))
-
-
 # --------------------------------------------------------------------------------------- reader
 
 
@@ -267,4 +240,4 @@ class HICReader(BaseReader):
         return sample
 
 
-__all__ = ["FOCAL", "PRINCPT", "HICReader", "read_ply_vertices", "write_ply"]
+__all__ = ["FOCAL", "PRINCPT", "HICReader", "read_ply_vertices"]

@@ -25,7 +25,6 @@ import numpy as np
 from ...camera import project
 from ...hand_model.constants import JOINT_NAMES
 from ...hand_model.mano import SIDES, HandModel
-from ...io import atomic_write_json
 from . import register_reader
 from .common import (
     BaseReader,
@@ -271,30 +270,6 @@ class ReInterHandReader(BaseReader):
         return sample
 
 
-def write_capture_files(
-    capture_dir: str | Path,
-    cameras: dict[str, ReIHCamera] | None = None,
-    keypoints: dict[tuple[str, int], np.ndarray] | None = None,
-    manos: dict[tuple[str, int], ManoParams] | None = None,
-) -> None:
-    """Write Re:InterHand annotation files of one capture in the release layout (images are the
-    caller's: save them at `image_file(capture_dir, cam, frame)`).
-
-    cameras: {cam: ReIHCamera}; keypoints: {(side, frame): (24, 3) world mm, file order};
-    manos: {(side, frame): ManoParams, world metres}.
-    """
-    capture_dir = Path(capture_dir)
-
-    dump = atomic_write_json
-
-    if cameras is not None:
-        dump(camera_file(capture_dir), {cam: c.to_json() for cam, c in cameras.items()})
-    for (side, frame), kp in (keypoints or {}).items():
-        dump(keypoint_file(capture_dir, side, frame), np.asarray(kp, float).tolist())
-    for (side, frame), mano in (manos or {}).items():
-        dump(mano_file(capture_dir, side, frame), mano.to_json())
-
-
 def ours_to_reih_keypoints(joints_ours: np.ndarray, fill: float = 0.0) -> np.ndarray:
     """(21, 3) one hand in our order -> (24, 3) in the orig_fits order; the three keypoints we do
     not have (thumb0, pinky0, forearm stub) are `fill`."""
@@ -315,5 +290,4 @@ __all__ = [
     "mano_file",
     "ours_to_reih_keypoints",
     "parse_cameras",
-    "write_capture_files",
 ]
