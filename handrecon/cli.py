@@ -30,9 +30,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from handrecon.config import ConfigError, UserError, load_config
+from handrecon.config import ConfigError, UserError, commented_yaml, load_config
 
 __all__ = ["ConfigError", "UserError", "add_config_args", "config_from_args", "int_at_least", "run_tool"]
 
@@ -68,6 +69,11 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         help=f"override a config value, e.g. --set {example or 'SECTION.KEY=VALUE'}; "
         "values are YAML (true, 3, 1e-4, [1,2], null); later items win; give CONFIG before --set",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the merged config (defaults, CONFIG, --set) as YAML with each key's comment, and exit",
+    )
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -86,8 +92,25 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
-    """Load `schema` from the ``config`` and ``overrides`` set up by :func:`add_config_args`."""
-    return load_config(schema, getattr(args, "config", None), getattr(args, "overrides", None) or ())
+    """Load `schema` from the ``config`` and ``overrides`` set up by :func:`add_config_args`; with
+    ``--print-config``, print it (:func:`handrecon.config.commented_yaml`) and exit 0.
+
+    A tool with a ``--resume RUN_DIR`` argument continues a run with the run's own config.yaml
+    plus the overrides (and ``out`` = RUN_DIR); a CONFIG beside it is an error.
+    """
+    path, overrides = getattr(args, "config", None), list(getattr(args, "overrides", None) or ())
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if path is not None:
+            raise UserError("--resume continues the run with its own config.yaml; give --set overrides only, not CONFIG")
+        path, overrides = Path(resume) / "config.yaml", [*overrides, f"out={resume}"]
+        if not path.is_file():
+            raise UserError(f"{resume} is not a run folder: it has no config.yaml")
+    cfg = load_config(schema, path, overrides)
+    if getattr(args, "print_config", False):
+        print(commented_yaml(cfg), end="")
+        sys.exit(0)
+    return cfg
 
 
 def _one_line(exc: BaseException) -> str:

@@ -41,9 +41,12 @@ import difflib
 import enum
 import functools
 import hashlib
+import inspect
 import json
 import math
 import re
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -624,6 +627,56 @@ def to_yaml(cfg: Any) -> str:
     return yaml.dump(
         config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True
     )
+
+
+@functools.lru_cache(maxsize=None)
+def field_comments(schema: type) -> dict[str, str]:
+    """The comment written after each field of a dataclass schema in its source
+    (``batch_size: int = 32  # per rank; >= 1`` -> {'batch_size': 'per rank; >= 1'}); fields
+    without one, or a class whose source is not available, give no entry."""
+    try:
+        lines, _ = inspect.getsourcelines(schema)
+    except (OSError, TypeError):
+        return {}
+    names = set(_schema_fields(schema))
+    out: dict[str, str] = {}
+    current, depth = None, None
+    tokens = tokenize.generate_tokens(iter(textwrap.dedent("".join(lines)).splitlines(keepends=True)).__next__)
+    for tok in tokens:
+        if tok.type == tokenize.INDENT and depth is None:
+            depth = tok.end[1]  # the class body's indentation
+        elif tok.type == tokenize.NAME and tok.start[1] == depth and tok.string in names and current is None:
+            current = tok.string
+        elif tok.type == tokenize.COMMENT and current is not None and current not in out:
+            out[current] = tok.string.lstrip("#").strip()
+        elif tok.type == tokenize.NEWLINE:
+            current = None
+    return out
+
+
+def commented_yaml(cfg: Any) -> str:
+    """`cfg` as YAML with each field's source comment beside it (what ``--print-config`` shows);
+    :func:`load_config` reads it back to an equal config."""
+    data = config_to_dict(cfg)
+    out: list[str] = []
+
+    def scalar(value: Any) -> str:
+        text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=1 << 16, allow_unicode=True).strip()
+        return text.removesuffix("\n...").removesuffix("...").strip()
+
+    def emit(obj: Any, values: dict[str, Any], indent: str) -> None:
+        comments = field_comments(type(obj))
+        for name in _schema_fields(type(obj)):
+            note = f"  # {comments[name]}" if name in comments else ""
+            child = getattr(obj, name)
+            if dataclasses.is_dataclass(child) and not isinstance(child, type):
+                out.append(f"{indent}{name}:{note}")
+                emit(child, values[name], indent + "  ")
+            else:
+                out.append(f"{indent}{name}: {scalar(values[name])}{note}")
+
+    emit(cfg, data, "")
+    return "\n".join(out) + "\n"
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

@@ -58,14 +58,8 @@ def test_every_configurable_tool_has_a_schema_listed():
     assert configurable == set(CONFIG_SCHEMAS)
 
 
-@pytest.mark.parametrize("tool, schema", sorted(CONFIG_SCHEMAS.items()))
-def test_the_help_example_overrides_load(tool, schema, capsys, monkeypatch):
-    from handrecon.config import load_config
-
-    text = _help(ROOT / "tools" / tool, capsys, monkeypatch)
-    example = re.search(r"e\.g\. --set (.+?); values are YAML", text)
-    assert example, text
-    module_name, _, name = schema.partition(":")
+def _schema(tool: str, monkeypatch) -> type:
+    module_name, _, name = CONFIG_SCHEMAS[tool].partition(":")
     if module_name:
         module = importlib.import_module(module_name)
     else:  # the tool's own module, registered so its annotations resolve
@@ -73,7 +67,70 @@ def test_the_help_example_overrides_load(tool, schema, capsys, monkeypatch):
         module = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, spec.name, module)
         spec.loader.exec_module(module)
-    load_config(getattr(module, name), None, example.group(1).split())
+    return getattr(module, name)
+
+
+def _example(tool: str, capsys, monkeypatch) -> list[str]:
+    text = _help(ROOT / "tools" / tool, capsys, monkeypatch)
+    example = re.search(r"e\.g\. --set (.+?); values are YAML", text)
+    assert example, text
+    return example.group(1).split()
+
+
+@pytest.mark.parametrize("tool", sorted(CONFIG_SCHEMAS))
+def test_the_help_example_overrides_load(tool, capsys, monkeypatch):
+    from handrecon.config import load_config
+
+    load_config(_schema(tool, monkeypatch), None, _example(tool, capsys, monkeypatch))
+
+
+def _run_in_process(tool: str, args: list[str], capsys, monkeypatch) -> str:
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "tools" / tool), *args])
+    monkeypatch.setattr(sys, "path", [str(ROOT / "tools"), *sys.path])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "tools" / tool), run_name="__main__")
+    out = capsys.readouterr()
+    assert done.value.code in (0, None), out.err
+    return out.out
+
+
+@pytest.mark.parametrize("tool", sorted(CONFIG_SCHEMAS))
+def test_print_config_shows_the_merged_config_with_comments(tool, capsys, monkeypatch, tmp_path):
+    """--print-config prints what the tool would run with (defaults + --set), commented, and exits."""
+    from handrecon.config import field_comments, load_config
+
+    schema, example = _schema(tool, monkeypatch), _example(tool, capsys, monkeypatch)
+    required = ["--out", str(tmp_path / "data")] if tool == "make_procedural.py" else []
+    text = _run_in_process(tool, [*required, "--print-config", "--set", *example], capsys, monkeypatch)
+    (tmp_path / "printed.yaml").write_text(text)
+    assert load_config(schema, tmp_path / "printed.yaml") == load_config(schema, None, example)
+    commented = {line.split(":")[0].strip() for line in text.splitlines() if "  # " in line}
+    assert commented and commented <= {name for cls in _sections(schema) for name in field_comments(cls)}
+
+
+def _sections(schema: type) -> list[type]:
+    import dataclasses
+    import typing
+
+    found, todo = [], [schema]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        for tp in typing.get_type_hints(cls).values():
+            todo += [t for t in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(t) and t not in found]
+    return found
+
+
+def test_print_config_of_the_tiny_training_config(capsys, monkeypatch, tmp_path):
+    from handrecon.config import load_config
+    from handrecon.engine import Experiment
+
+    monkeypatch.chdir(tmp_path)  # the config's out is relative: nothing may appear here
+    text = _run_in_process("train.py", [str(ROOT / "configs" / "train_tiny.yaml"), "--print-config"], capsys, monkeypatch)
+    assert list(tmp_path.iterdir()) == []
+    assert "  batch_size: 16  # per rank; >= 1\n" in text and "ratios: {real: 1.0}  # batch shares in [0, 1], summing to 1" in text
+    (tmp_path / "printed.yaml").write_text(text)
+    assert load_config(Experiment, tmp_path / "printed.yaml") == load_config(Experiment, ROOT / "configs" / "train_tiny.yaml")
 
 
 @pytest.mark.slow

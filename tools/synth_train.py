@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handrecon.cli import add_config_args, run_tool
-from handrecon.config import load_config
-from handrecon.errors import UserError
+from handrecon.cli import add_config_args, config_from_args, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, example="optim.lr=1e-5 train.max_steps=2000")
     parser.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
     args = parser.parse_args(argv)
-    if args.resume is not None:
-        if args.config is not None:
-            raise UserError("--resume continues the run with its own config.yaml; give --set overrides only, not CONFIG")
-        if not (args.resume / "config.yaml").is_file():
-            raise UserError(f"{args.resume} is not a run folder: it has no config.yaml")
-        cfg = load_config(GeneratorExperiment, args.resume / "config.yaml", [*args.overrides, f"out={args.resume}"])
-    else:
-        cfg = load_config(GeneratorExperiment, args.config, args.overrides)
+    cfg = config_from_args(GeneratorExperiment, args)
     trainer = GeneratorTrainer(cfg, resume=args.resume is not None)
     try:
         loss = trainer.fit()

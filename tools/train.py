@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from handrecon.cli import add_config_args, run_tool
-from handrecon.config import load_config
-from handrecon.errors import UserError
+from handrecon.cli import add_config_args, config_from_args, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,15 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--init", metavar="CKPT", help="start from these weights (a run, checkpoint folder or .safetensors); fresh optimizer")
     group.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
     args = parser.parse_args(argv)
-    if args.resume is not None:
-        if args.config is not None:
-            raise UserError("--resume continues the run with its own config.yaml; give --set overrides only, not CONFIG")
-        config = args.resume / "config.yaml"
-        if not config.is_file():
-            raise UserError(f"{args.resume} is not a run folder: it has no config.yaml")
-        cfg = load_config(Experiment, config, [*args.overrides, f"out={args.resume}"])
-    else:
-        cfg = load_config(Experiment, args.config, args.overrides)
+    cfg = config_from_args(Experiment, args)
     trainer = Trainer(cfg, resume=args.resume is not None, init=args.init)
     try:
         metrics = trainer.fit()
