@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from handrecon.config import ConfigError, UserError, commented_yaml, load_config
+from handrecon.io import ensure_writable_dir
 
 __all__ = ["ConfigError", "UserError", "add_config_args", "config_from_args", "int_at_least", "run_tool"]
 
@@ -91,9 +92,11 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
+def config_from_args(schema: type[T], args: argparse.Namespace, out_key: str | None = None) -> T:
     """Load `schema` from the ``config`` and ``overrides`` set up by :func:`add_config_args`; with
-    ``--print-config``, print it (:func:`handrecon.config.commented_yaml`) and exit 0.
+    ``--print-config``, print it (:func:`handrecon.config.commented_yaml`) and exit 0. With
+    `out_key`, the config field naming the tool's output folder is checked to be writable
+    (:func:`handrecon.io.ensure_writable_dir`) before the tool starts its work.
 
     A tool with a ``--resume RUN_DIR`` argument continues a run with the run's own config.yaml
     plus the overrides (and ``out`` = RUN_DIR); a CONFIG beside it is an error.
@@ -110,6 +113,8 @@ def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
     if getattr(args, "print_config", False):
         print(commented_yaml(cfg), end="")
         sys.exit(0)
+    if out_key is not None:
+        ensure_writable_dir(getattr(cfg, out_key), out_key)
     return cfg
 
 

@@ -119,3 +119,25 @@ def test_truncated_checkpoint_files_are_one_line_errors(tmp_path):
         ckpt.load_weights(model, folder)
     with pytest.raises(UserError, match=r"trainer.pt: not a readable trainer state .*truncated"):
         ckpt.load_trainer_state(folder)
+
+
+def test_config_from_args_checks_the_output_folder_before_the_work(tmp_path):
+    import argparse
+    from dataclasses import dataclass
+
+    from handrecon.cli import add_config_args, config_from_args
+
+    @dataclass
+    class Job:
+        out: str = "runs/x"
+        num: int = 1
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    (tmp_path / "taken").write_text("a file")
+    args = parser.parse_args(["--set", f"out={tmp_path / 'taken'}"])
+    assert config_from_args(Job, args).out == str(tmp_path / "taken")  # unchecked without out_key
+    with pytest.raises(UserError, match=r"^out .*taken is not writable: Not a directory$"):
+        config_from_args(Job, args, out_key="out")
+    fine = parser.parse_args(["--set", f"out={tmp_path / 'new' / 'run'}"])
+    assert config_from_args(Job, fine, out_key="out").out == str(tmp_path / "new" / "run") and (tmp_path / "new" / "run").is_dir()

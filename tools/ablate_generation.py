@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
-from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser, example="alphas=[1,2] job.num=100")
     args = parser.parse_args(argv)
-    cfg = config_from_args(Ablation, args)
-    ensure_writable_dir(cfg.out, "out")
+    cfg = config_from_args(Ablation, args, out_key="out")
     run_ablation(cfg)
     print(open(f"{cfg.out}/ablation.md").read())
     print(f"wrote {cfg.out}/ablation.md, ablation.json, metrics_vs_alpha.png")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
-from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser, example="generated=runs/cache grid=4")
     args = parser.parse_args(argv)
-    cfg = config_from_args(GenerationEval, args)
-    ensure_writable_dir(cfg.out, "out")
+    cfg = config_from_args(GenerationEval, args, out_key="out")
     evaluate_generation(cfg)
     print(f"wrote {cfg.out}/metrics.json" + (", per_sample.csv, best_worst.png" if cfg.regressor or cfg.detector.name != "none" else ""))
     return 0

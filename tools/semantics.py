@@ -12,7 +12,6 @@ from tqdm import tqdm
 from handrecon.cli import add_config_args, config_from_args, run_tool
 from handrecon.config import check_fields, save_config
 from handrecon.errors import UserError
-from handrecon.io import ensure_writable_dir
 from synth.semantics.chain import SemanticsChain, SemanticsConfig
 
 
@@ -35,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser, example="data_root=data/procedural limit=100")
     args = parser.parse_args(argv)
-    cfg = config_from_args(SemanticsRun, args)
-    ensure_writable_dir(cfg.out, "out")
+    cfg = config_from_args(SemanticsRun, args, out_key="out")
 
     from handrecon.data.readers import create_reader
     from handrecon.evaluation import DATASETS

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from handrecon.cli import add_config_args, config_from_args, run_tool
-from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,8 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser, example="ratios=[0,0.3] experiment.optim.lr=1e-4")
     args = parser.parse_args(argv)
-    sweep = config_from_args(Sweep, args)
-    ensure_writable_dir(sweep.out, "out")
+    sweep = config_from_args(Sweep, args, out_key="out")
     rows = run_sweep(sweep)
     for row in rows:
         metrics = {k: v for k, v in row.items() if "/" in k and not k.endswith(("ci_lo", "ci_hi"))}

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from handrecon.cli import add_config_args, config_from_args, int_at_least, run_tool
-from handrecon.io import ensure_writable_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int_at_least(1), help="samples to plan (same as --set num=...)")
     args = parser.parse_args(argv)
     args.overrides += [f"{k}={v}" for k, v in (("out", args.out), ("num", args.num)) if v is not None]
-    job = config_from_args(CacheJob, args)
-    ensure_writable_dir(job.out, "out")
+    job = config_from_args(CacheJob, args, out_key="out")
     summary = run(job)
     if "written" in summary:
         print(json.dumps({"out": job.out, **summary}, indent=1))
