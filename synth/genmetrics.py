@@ -41,8 +41,8 @@ INCEPTION_SIZE = 299
 
 @contextlib.contextmanager
 def _tensors_only_torch_load():
-    """torch-fidelity reads the weights file with torch.load(weights_only=False), which would run
-    any code a pickle names; torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD turns that into a tensors-only
+    """torch-fidelity reads the weights file with a full unpickle (weights_only off), which would
+    run any code a pickle names; torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD turns that into a tensors-only
     load for the duration, so a tampered file is refused instead (the FID weights are a plain
     state dict and load unchanged)."""
     key, old = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
