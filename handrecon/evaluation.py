@@ -19,18 +19,6 @@ from .errors import UserError
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 from .metrics import check_finite
 
-# dataset name -> (reader name, MRRPE sample-selection policy of its protocol)
-DATASETS = {
-    "ih26m": ("ih26m", "ih26m"),
-    "procedural": ("ih26m", "ih26m"),  # written in InterHand2.6M format
-    "reih": ("reih", "reih"),
-    "hic": ("hic", "hic"),
-}
-
-#: Reader options of a dataset's test protocol: InterWild scores InterHand2.6M on its
-#: human-annotated subset (the annotation ids in `aid_human_annot_<split>.txt`).
-PROTOCOL_READER_OPTIONS: dict[str, dict[str, str]] = {"ih26m": {"subset": "human_annot"}}
-
 
 @dataclass
 class GroundTruth:

@@ -18,15 +18,15 @@ import numpy as np
 
 from .config import check_fields
 from .data.loader import SourceConfig
+from .data.readers import dataset_spec, list_datasets
 from .engine.config import Experiment
 from .errors import UserError
-from .evaluation import DATASETS
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 @dataclass
 class TestSplit:
-    dataset: str = field(default="procedural", metadata={"choices": tuple(DATASETS)})  # ih26m | procedural | reih | hic
+    dataset: str = field(default="procedural", metadata={"choices": tuple(list_datasets())})  # a registered dataset
     root: str = ""
     split: str = "test"
 
@@ -77,7 +77,8 @@ def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) ->
     from .models import build_model
 
     hand_model = HandModel(cfg.mano_dir)
-    reader_name, rules = DATASETS[test.dataset]
+    spec = dataset_spec(test.dataset)
+    reader_name, rules = spec.reader, spec.rules
     model = build_model(cfg.model, hand_model)
     ckpt.load_weights(model, ckpt.latest_checkpoint(cfg.out))
     device = pick_device(cfg.train.device)

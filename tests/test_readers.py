@@ -440,3 +440,22 @@ def test_samples_collate_across_readers(ih_data, reih_data, hic_data, hand_model
     ]
     out = torch.utils.data.default_collate(batch)
     assert out["verts"].shape == (3, 2 * NUM_VERTS, 3) and out["source"] == ["ih26m", "reih", "hic"]
+
+
+def test_every_dataset_is_declared_once_with_its_reader_rules_and_card():
+    from pathlib import Path
+
+    from handrecon.data.readers import dataset_spec, list_datasets, list_readers, register_dataset
+    from handrecon.metrics import DATASET_RULES
+
+    repo = Path(__file__).resolve().parents[1]
+    assert list_datasets() == ["hic", "ih26m", "procedural", "reih"]
+    for name in list_datasets():
+        spec = dataset_spec(name)
+        assert spec.reader in list_readers() and spec.rules in DATASET_RULES and (repo / spec.card).is_file(), spec
+    assert dataset_spec("ih26m").protocol_options == {"subset": "human_annot"}  # InterWild's H test set
+    assert dataset_spec("procedural").protocol_options == {}
+    with pytest.raises(UserError, match="unknown dataset 'nope'; choose one of: hic, ih26m, procedural, reih"):
+        dataset_spec("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_dataset("hic", reader="ih26m", rules="hic", card="datasets/hic.md")

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from handrecon.cli import int_at_least, run_tool
+from handrecon.data.readers import dataset_spec, list_datasets
 from handrecon.errors import UserError
 from handrecon.evaluation import (
-    DATASETS,
-    PROTOCOL_READER_OPTIONS,
     code_version,
     format_table,
     load_ground_truth,
@@ -55,7 +54,7 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> tuple[Pa
 
 def _reader_options(args: argparse.Namespace) -> dict[str, str]:
     """The protocol's reader options for the dataset, with --subset applied."""
-    options = dict(PROTOCOL_READER_OPTIONS.get(args.dataset, {}))
+    options = dict(dataset_spec(args.dataset).protocol_options)
     if args.subset is not None:
         options["subset"] = args.subset
     return options
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", type=Path, help="npz: sample_ids (N,), verts (N,1556,3) m, optional rel_trans (N,3)")
     source.add_argument("--checkpoint", type=Path, help="a run folder (its best checkpoint, else its latest), a checkpoint folder: predict first")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", required=True, choices=list_datasets())
     parser.add_argument("--data-root", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument(
@@ -105,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if not mano_dir.is_dir():
         raise UserError(f"no MANO folder at {mano_dir}; pass --mano-dir with MANO_RIGHT.pkl and MANO_LEFT.pkl")
     hand_model = HandModel(mano_dir)
-    reader_name, selection = DATASETS[args.dataset]
+    spec = dataset_spec(args.dataset)
+    reader_name, selection = spec.reader, spec.rules
     options = _reader_options(args)
     reader = create_reader(reader_name, args.data_root, args.split, hand_model, load_images=False, **options)
     gt = load_ground_truth(reader)

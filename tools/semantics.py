@@ -36,19 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(SemanticsRun, args, out_key="out")
 
-    from handrecon.data.readers import create_reader
-    from handrecon.evaluation import DATASETS
+    from handrecon.data.readers import create_reader, dataset_spec
     from handrecon.hand_model.mano import HandModel
     from synth.semantics.cache import PromptCache, cache_key
 
-    if cfg.dataset not in DATASETS:
-        raise UserError(f"dataset must be one of {sorted(DATASETS)}, got {cfg.dataset!r}")
+    spec = dataset_spec(cfg.dataset)  # an unknown name is an error listing the known ones
     if not cfg.data_root:
         raise UserError("set data_root (the dataset folder)")
     mano_dir = Path(cfg.mano_dir or Path(cfg.data_root) / "mano")
     hand_model = HandModel(mano_dir)
     chain = SemanticsChain(cfg.semantics, hand_model)
-    reader = create_reader(DATASETS[cfg.dataset][0], cfg.data_root, cfg.split, hand_model, load_images=chain.needs_images)
+    reader = create_reader(spec.reader, cfg.data_root, cfg.split, hand_model, load_images=chain.needs_images)
     key = cache_key(cfg.semantics)
     path = Path(cfg.out) / f"{cfg.dataset}_{cfg.split}_{key}.jsonl"
     save_config(cfg.semantics, path.with_suffix(".yaml"))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ..config import check_fields
 from ..data.augment import AugmentConfig
 from ..data.loader import DataConfig
-from ..evaluation import DATASETS
+from ..data.readers import list_datasets
 from ..models import ModelConfig
 from .optim import OptimConfig, ScheduleConfig
 
@@ -36,7 +36,7 @@ class TrainConfig:
 class ValConfig:
     """Periodic validation with the metrics module; `dataset: null` switches it off."""
 
-    dataset: str | None = None  # ih26m | procedural | reih | hic: reader and MRRPE selection rules
+    dataset: str | None = None  # a registered dataset (ih26m, procedural, reih, hic): its reader and metric rules
     root: str = ""
     split: str = "val"
     protocol: str = field(default="interwild", metadata={"choices": ("interwild", "dir")})
@@ -45,8 +45,8 @@ class ValConfig:
     images: int = 8  # samples drawn with their predicted mesh per validation (0: none)
 
     def __post_init__(self) -> None:
-        if self.dataset is not None and self.dataset not in DATASETS:
-            raise ValueError(f"val.dataset must be one of {sorted(DATASETS)} or null, got {self.dataset!r}")
+        if self.dataset is not None and self.dataset not in list_datasets():
+            raise ValueError(f"val.dataset must be one of {list_datasets()} or null, got {self.dataset!r}")
         check_fields(self, ">= 1", "max_samples", "batch_size")
         check_fields(self, ">= 0", "images")
 

@@ -27,7 +27,7 @@ from ..data.augment import Augmenter, crop_to_input, rng_for
 from ..data.loader import build_mixed_loader
 from ..data.mixing import realized_ratio
 from ..errors import UserError
-from ..evaluation import DATASETS, load_ground_truth, overlay_hands
+from ..evaluation import load_ground_truth, overlay_hands
 from ..hand_model.mano import HandModel
 from ..io import atomic_save_image, ensure_writable_dir
 from ..models import build_model
@@ -190,9 +190,10 @@ class Trainer:
         self.val_reader = None
         if val.dataset is None:
             return
-        from ..data.readers import create_reader
+        from ..data.readers import create_reader, dataset_spec
 
-        reader_name, self.val_rules = DATASETS[val.dataset]
+        spec = dataset_spec(val.dataset)
+        reader_name, self.val_rules = spec.reader, spec.rules
         self.val_reader = create_reader(reader_name, val.root, val.split, self.hand_model)
         labels = create_reader(reader_name, val.root, val.split, self.hand_model, load_images=False)
         n = len(labels) if val.max_samples is None else min(val.max_samples, len(labels))

@@ -6,13 +6,21 @@
 Built-in readers: 'ih26m' (InterHand2.6M, also the procedural stand-in written in its format),
 'reih' (Re:InterHand), 'hic' (HIC). Their modules are imported on first use, not at import time.
 New readers register themselves with `@register_reader("name")`.
+
+Datasets. A dataset name (what `tools/eval.py --dataset`, `val.dataset` and sweeps take) is
+declared once, by its reader's module, with `register_dataset`: the reader that reads it, the
+metric rules of its protocol (a key of `handrecon.metrics.DATASET_RULES`; a new dataset with
+rules of its own registers them with `register_dataset_rules` in the same module), the reader
+options of its test protocol, and its card under `datasets/`. A new dataset is one module plus
+its card.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ...errors import UserError
 
@@ -21,6 +29,41 @@ T = TypeVar("T", bound=type)
 # reader name -> module (relative to this package) that registers it when imported
 _BUILTIN_MODULES = {"ih26m": ".interhand", "reih": ".reinterhand", "hic": ".hic"}
 _REGISTRY: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    reader: str  # the registered reader that reads it
+    rules: str  # its protocol's metric rules: a key of handrecon.metrics.DATASET_RULES
+    card: str  # its dataset card, relative to the repository: datasets/<name>.md
+    protocol_options: dict[str, Any] = field(default_factory=dict)  # reader options of its test protocol
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, reader: str, rules: str, card: str, **protocol_options: Any) -> DatasetSpec:
+    """Declare the dataset `name` (see the module docstring); call it from the reader's module."""
+    spec = DatasetSpec(name, reader, rules, card, dict(protocol_options))
+    if name in _DATASETS and _DATASETS[name] != spec:
+        raise ValueError(f"a dataset named {name!r} is already registered ({_DATASETS[name]})")
+    _DATASETS[name] = spec
+    return spec
+
+
+def list_datasets() -> list[str]:
+    """Names of all registered datasets, sorted."""
+    _load_builtins()
+    return sorted(_DATASETS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec registered under `name`; a UserError lists the known names otherwise."""
+    _load_builtins()
+    if name not in _DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_DATASETS))}")
+    return _DATASETS[name]
 
 
 def register_reader(name: str) -> Callable[[T], T]:
@@ -69,4 +112,13 @@ def create_reader(name: str, root: str | Path, split: str, hand_model, **kwargs)
     return cls(root, split, hand_model, **kwargs)
 
 
-__all__ = ["create_reader", "get_reader_class", "list_readers", "register_reader"]
+__all__ = [
+    "DatasetSpec",
+    "create_reader",
+    "dataset_spec",
+    "get_reader_class",
+    "list_datasets",
+    "list_readers",
+    "register_dataset",
+    "register_reader",
+]

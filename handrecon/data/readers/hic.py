@@ -21,7 +21,7 @@ import torch
 from ...camera import project
 from ...hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ...hand_model.mano import SIDES, HandModel
-from . import register_reader
+from . import register_dataset, register_reader
 from .common import (
     BaseReader,
     DataFormatError,
@@ -153,6 +153,9 @@ def _binary_rows(raw: bytes, offset: int, count: int, props: list[tuple], order:
 
 
 # --------------------------------------------------------------------------------------- reader
+
+
+register_dataset("hic", reader="hic", rules="hic", card="datasets/hic.md")
 
 
 @register_reader("hic")

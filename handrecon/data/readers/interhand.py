@@ -31,7 +31,7 @@ from ...camera import project
 from ...hand_model.constants import IH26M_TO_OURS, NUM_JOINTS, OURS_TO_IH26M
 from ...hand_model.mano import SIDES, HandModel
 from ...io import atomic_write_json, atomic_write_text
-from . import register_reader
+from . import register_dataset, register_reader
 from .common import (
     BaseReader,
     DataFormatError,
@@ -405,6 +405,11 @@ def write_interhand_split(
 
 def _sides_of(hand_type: str) -> tuple[bool, bool]:
     return hand_type in ("right", "interacting"), hand_type in ("left", "interacting")
+
+
+# InterWild scores InterHand2.6M on its human-annotated test subset (aid_human_annot_<split>.txt)
+register_dataset("ih26m", reader="ih26m", rules="ih26m", card="datasets/interhand26m.md", subset="human_annot")
+register_dataset("procedural", reader="ih26m", rules="ih26m", card="datasets/procedural.md")  # written in InterHand2.6M format
 
 
 @register_reader("ih26m")

@@ -25,7 +25,7 @@ import numpy as np
 from ...camera import project
 from ...hand_model.constants import JOINT_NAMES
 from ...hand_model.mano import SIDES, HandModel
-from . import register_reader
+from . import register_dataset, register_reader
 from .common import (
     BaseReader,
     DataFormatError,
@@ -126,6 +126,9 @@ class _Item:
 
 def _list_names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+register_dataset("reih", reader="reih", rules="reih", card="datasets/reinterhand.md")
 
 
 @register_reader("reih")
