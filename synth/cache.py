@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from handrecon.config import config_to_dict
+from handrecon.config import FieldError, check_fields, config_to_dict
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import SourceConfig, build_source
 from handrecon.data.shards import build_index, encode_image, labels_from_sample, scan_shard, write_shard
@@ -49,15 +48,20 @@ MANIFEST = "manifest.json"
 @dataclass
 class FilterConfig:
     name: str = "none"  # none | mask_edges
-    threshold: float = 1.2  # mask_edges: image-gradient ratio on the hand outline vs elsewhere
+    threshold: float = 1.2  # mask_edges: image-gradient ratio on the hand outline vs elsewhere; finite
+
+    def __post_init__(self) -> None:
+        if self.name not in FILTERS:
+            raise FieldError("name", f"one of {sorted(FILTERS)}", self.name)
+        check_fields(self, "finite", "threshold")
 
 
 @dataclass
 class CacheJob:
     out: str = "runs/synth_cache"
-    num: int = 256  # samples planned
-    shard_size: int = 32
-    seed: int = 0
+    num: int = 256  # samples planned; >= 1
+    shard_size: int = 32  # >= 1
+    seed: int = 0  # >= 0
     mano_dir: str = ""
     labels: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="train"))  # label source
     dataset: str = ""  # the label dataset's name in rules prompts (procedural, ih26m, ...); default: labels.kind
@@ -66,34 +70,24 @@ class CacheJob:
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder
     controlnet: str | None = None  # a trained ControlNet folder (e.g. RUN/checkpoints/step_XXXXXXXX/controlnet)
     structural_fusion: bool = True
-    crop_margin: float = 2.5
-    hand_bias: float = 2.0
-    hand_bias_targets: str = "both"
-    inference_steps: int = 20
-    guidance_scale: float = 7.5  # up to 1: no classifier-free guidance
-    batch_size: int = 8  # images per pipeline call
+    crop_margin: float = 2.5  # > 0
+    hand_bias: float = 2.0  # finite; 0: no bias
+    hand_bias_targets: str = "both"  # none | unet | controlnet | both
+    inference_steps: int = 20  # >= 1
+    guidance_scale: float = 7.5  # >= 0; up to 1: no classifier-free guidance
+    batch_size: int = 8  # images per pipeline call; >= 1
     device: str = "auto"
     filter: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
-        from .attention import HAND_BIAS_TARGETS
+        from .attention import HAND_BIAS_TARGETS  # here: importing it at the top pulls in diffusers
 
-        for name in ("num", "shard_size", "batch_size", "inference_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        finite, targets = math.isfinite, sorted(HAND_BIAS_TARGETS)
-        # guidance_scale: up to 1 turns classifier-free guidance off (the pipeline's rule), so only < 0 is meaningless
-        checks = [
-            ("crop_margin", self.crop_margin, finite(self.crop_margin) and self.crop_margin > 0, "a finite number > 0"),
-            ("guidance_scale", self.guidance_scale, finite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number >= 0"),
-            ("hand_bias", self.hand_bias, finite(self.hand_bias), "a finite number"),
-            ("hand_bias_targets", self.hand_bias_targets, self.hand_bias_targets in targets, f"one of {targets}"),
-            ("filter.name", self.filter.name, self.filter.name in FILTERS, f"one of {sorted(FILTERS)}"),
-            ("filter.threshold", self.filter.threshold, finite(self.filter.threshold), "a finite number"),
-        ]
-        for name, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {value!r}")
+        check_fields(self, ">= 1", "num", "shard_size", "batch_size", "inference_steps")
+        check_fields(self, ">= 0", "seed", "guidance_scale")
+        check_fields(self, "> 0", "crop_margin")
+        check_fields(self, "finite", "hand_bias")
+        if self.hand_bias_targets not in HAND_BIAS_TARGETS:
+            raise FieldError("hand_bias_targets", f"one of {sorted(HAND_BIAS_TARGETS)}", self.hand_bias_targets)
 
 
 # ---------------------------------------------------------------------------------- filters

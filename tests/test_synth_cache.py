@@ -119,7 +119,7 @@ def test_a_folder_refuses_another_job(tmp_path, mano_dir, procedural_root, hand_
 def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural_root, hand_model):
     from synth.cache import run
 
-    for bad, message in (({"shard_size": 0}, "shard_size must be a positive integer"), ({"batch_size": -1}, "batch_size must be")):
+    for bad, message in (({"shard_size": 0}, "shard_size must be >= 1, got 0"), ({"batch_size": -1}, "batch_size must be")):
         with pytest.raises(ValueError, match=message):
             CacheJob(**bad)
     job = CacheJob(out=str(tmp_path / "typo"), num=4, mano_dir=str(mano_dir), dataset="procedural", controlnet=str(tmp_path / "nope"))
@@ -132,13 +132,13 @@ def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("crop_margin=-1", "crop_margin must be a finite number > 0, got -1"),
-        ("crop_margin=.inf", "crop_margin must be a finite number > 0, got inf"),
-        ("guidance_scale=-0.5", "guidance_scale must be a finite number >= 0, got -0.5"),
-        ("guidance_scale=.nan", "guidance_scale must be a finite number >= 0, got nan"),
-        ("hand_bias=.inf", "hand_bias must be a finite number, got inf"),
+        ("crop_margin=-1", "crop_margin must be > 0, got -1.0"),
+        ("crop_margin=.inf", "crop_margin must be finite, got inf"),
+        ("guidance_scale=-0.5", "guidance_scale must be >= 0, got -0.5"),
+        ("guidance_scale=.nan", "guidance_scale must be finite, got nan"),
+        ("hand_bias=.inf", "hand_bias must be finite, got inf"),
         ("hand_bias_targets=vae", "hand_bias_targets must be one of ['both', 'controlnet', 'none', 'unet'], got 'vae'"),
-        ("filter.threshold=.nan", "filter.threshold must be a finite number, got nan"),
+        ("filter.threshold=.nan", "filter.threshold must be finite, got nan"),
     ],
 )
 def test_out_of_range_settings_are_refused_by_key(override, message):
