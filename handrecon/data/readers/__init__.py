@@ -60,10 +60,7 @@ def list_datasets() -> list[str]:
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec registered under `name`; a UserError lists the known names otherwise."""
-    _load_builtins()
-    if name not in _DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_DATASETS))}")
-    return _DATASETS[name]
+    return _lookup(_DATASETS, "dataset", name)
 
 
 def register_reader(name: str) -> Callable[[T], T]:
@@ -83,6 +80,14 @@ def _load_builtins() -> None:
         importlib.import_module(module, __name__)
 
 
+def _lookup(registry: dict[str, Any], what: str, name: str) -> Any:
+    """`registry[name]` once the built-in modules have registered; a UserError lists the names."""
+    _load_builtins()
+    if name not in registry:
+        raise UserError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
 def list_readers() -> list[str]:
     """Names of all registered readers, sorted."""
     _load_builtins()
@@ -91,10 +96,7 @@ def list_readers() -> list[str]:
 
 def get_reader_class(name: str) -> type:
     """The class registered under `name`; a UserError lists the known names otherwise."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise UserError(f"unknown dataset reader {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return _lookup(_REGISTRY, "dataset reader", name)
 
 
 def create_reader(name: str, root: str | Path, split: str, hand_model, **kwargs):
