@@ -135,7 +135,7 @@ def _worker_error(message: str) -> str:
     if not sep:
         return message
     last = [line for line in trace.strip().splitlines() if line.strip() and not line.startswith(" ")][-1]
-    name, colon, text = last.partition(": ")
+    _, colon, text = last.partition(": ")
     where = head.strip().split(" in ", 1)[-1].rstrip(".") if " in " in head else "a DataLoader worker"
     return f"{text if colon else last} (in {where})"
 

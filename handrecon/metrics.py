@@ -123,7 +123,9 @@ def nonfinite_samples(pred: dict) -> dict[str, np.ndarray]:
     for key in PREDICTION_KEYS:
         if key in pred:
             x = torch.as_tensor(pred[key])
-            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1) if x.is_floating_point() else torch.zeros(len(x), dtype=torch.bool)
+            if not x.is_floating_point():  # integers are always finite
+                continue
+            bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
             if bad.any():
                 out[key] = bad.nonzero()[:, 0].cpu().numpy()
     return out
