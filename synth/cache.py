@@ -318,7 +318,6 @@ def run(job: CacheJob, progress: bool = True) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(out / "tb")
-    done_before = sum(finished(out, j) for j in range(shards))
     with tqdm(total=len(mine) * job.shard_size, desc=f"cache rank {dist.rank}", unit="sample", disable=not progress) as bar:
         for j in mine:
             stats = writer.shard(manifest, j)
@@ -327,7 +326,8 @@ def run(job: CacheJob, progress: bool = True) -> dict:
                 tb.add_scalar("cache/samples_per_s", stats["planned"] / stats["seconds"], j)
     if tb is not None:
         tb.close()
-    summary = {"shards": shards, "done_before": done_before, "generated_by_this_rank": len(mine)}
+    # per rank: a count over all shards would race with the other ranks' progress
+    summary = {"shards": shards, "reused_by_this_rank": len(ours) - len(mine), "generated_by_this_rank": len(mine)}
     if dist.is_main:  # the other ranks are done once their shards are finished and verified
         verified.update(mine)
 

@@ -54,7 +54,7 @@ def test_two_rank_cache_resumes_without_touching_finished_shards(tmp_path, mano_
     (out / "index.json").unlink()
     again = _cache(_args(out, mano_dir, procedural_root), ranks=2)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(again.stdout[again.stdout.index("{") :])["done_before"] == 1
+    assert json.loads(again.stdout[again.stdout.index("{") :])["reused_by_this_rank"] == 1  # rank 0: shard 0 kept, 2 redone
     assert shard_path(out, 0).read_bytes() == before[0] and done_path(out, 0).read_bytes() == markers[0]  # untouched
     assert shard_path(out, 2).read_bytes() == before[2]  # made again from the same plan and seeds
     source = ShardSource(out, hand_model)
