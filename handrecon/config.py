@@ -632,8 +632,17 @@ def to_yaml(cfg: Any) -> str:
 @functools.lru_cache(maxsize=None)
 def field_comments(schema: type) -> dict[str, str]:
     """The comment written after each field of a dataclass schema in its source
-    (``batch_size: int = 32  # per rank; >= 1`` -> {'batch_size': 'per rank; >= 1'}); fields
+    (``batch_size: int = 32  # per rank; >= 1`` -> {'batch_size': 'per rank; >= 1'}), inherited
+    fields with their base class's comment unless the subclass declares them again; fields
     without one, or a class whose source is not available, give no entry."""
+    out: dict[str, str] = {}
+    for klass in reversed(schema.__mro__):
+        if dataclasses.is_dataclass(klass):
+            out.update(_own_field_comments(klass))
+    return out
+
+
+def _own_field_comments(schema: type) -> dict[str, str]:
     try:
         lines, _ = inspect.getsourcelines(schema)
     except (OSError, TypeError):

@@ -1,8 +1,10 @@
 """Training the SesaHand ControlNet: (image, mesh condition, behaviour prompt) -> noise prediction.
 
 Stable Diffusion (VAE, text encoder, UNet) stays frozen; the fusion ControlNet learns, with the
-hand-token bias in the cross-attention of the components `hand_bias_targets` names. Data come from
-the project readers through the resumable mixed sampler; each sample is cropped around its hands
+hand-token bias in the cross-attention of the components `hand_bias_targets` names, in the loop
+the regressors' trainer runs too (`handrecon.engine.loop`: same `train` keys, resume, DDP). Data
+come from the sources of the `data` section (`real`, `synth`, mixed at `ratios`) through the
+resumable mixed sampler, as for the regressors; each sample is cropped around its hands
 (`crop_margin`) to a square at the generation resolution, its condition rendered from its labels
 and its prompt read from a prompt cache (`tools/semantics.py`) or made by the rules chain.
 
@@ -13,25 +15,20 @@ losses exactly. Checkpoints (`checkpoints/step_XXXXXXXX/controlnet/`, diffusers 
 """
 from __future__ import annotations
 
-import contextlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from handrecon.config import check_fields, to_yaml
+from handrecon.config import check_fields
 from handrecon.data.augment import crop_to_input
-from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader, build_source
+from handrecon.data.loader import SOURCE_NAMES, DataConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
-from handrecon.engine.amp import autocast
-from handrecon.engine.distributed import barrier, mean_over_ranks, shutdown_distributed
-from handrecon.engine.optim import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
-from handrecon.engine.trainer import open_run, start_run
+from handrecon.engine.distributed import barrier
+from handrecon.engine.loop import LoopConfig, TrainLoop
+from handrecon.engine.optim import OptimConfig, ScheduleConfig
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
@@ -59,42 +56,34 @@ class GeneratorConfig:
 
 
 @dataclass
-class GeneratorData:
-    kind: str = "ih26m"  # a reader name (ih26m, reih, hic; procedural data is ih26m)
-    root: str = ""
-    split: str = "train"
-    prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
-    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: kind
-    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body; > 0
+class GeneratorData(DataConfig):
+    """The regressor's data section (sources, ratios, loader) and the pairs' own keys."""
+
     batch_size: int = 4  # per rank; >= 1
-    num_workers: int = 2  # >= 0; 0: load in the main process
+    prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
+    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the real source's kind
+    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body; > 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_fields(self, "> 0", "crop_margin")
-        check_fields(self, ">= 1", "batch_size")
-        check_fields(self, ">= 0", "num_workers")
 
 
 @dataclass
-class GeneratorTrain:
-    """Step counts and intervals are >= 1."""
+class GeneratorTrain(LoopConfig):
+    """The loop's keys (handrecon.engine.loop.LoopConfig) with the generator's defaults, and its validation grid."""
 
-    max_steps: int = 1000
-    amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})
-    device: str = "auto"
-    seed: int = 0  # >= 0
-    log_every: int = 20
-    val_every: int = 200  # steps between validation grids (and at the end)
-    val_samples: int = 4
-    val_inference_steps: int = 20
+    max_steps: int | None = 1000  # optimizer steps (>= 1); when set it replaces `epochs`
+    val_every: int = 200  # optimizer steps between validation grids (and at the end); 0: once per epoch
+    ckpt_every: int = 500  # optimizer steps between checkpoints (and at the end); 0: once per epoch
+    val_samples: int = 4  # >= 1
+    val_inference_steps: int = 20  # >= 1
     guidance_scale: float = 7.5  # >= 0; <= 1: no classifier-free guidance
-    ckpt_every: int = 500
-    keep_last: int = 3
 
     def __post_init__(self) -> None:
-        counts = ("max_steps", "log_every", "val_every", "val_samples", "val_inference_steps", "ckpt_every", "keep_last")
-        check_fields(self, ">= 1", *counts)
-        check_fields(self, ">= 0", "seed", "guidance_scale")
+        super().__post_init__()
+        check_fields(self, ">= 1", "val_samples", "val_inference_steps")
+        check_fields(self, ">= 0", "guidance_scale")
 
 
 @dataclass
@@ -178,18 +167,19 @@ def denoising_loss(parts: Components, controlnet, context: HandTokenContext, bat
     return F.mse_loss(pred.float(), target.float())
 
 
-class GeneratorTrainer:
+class GeneratorTrainer(TrainLoop):
+    """The shared loop (handrecon.engine.loop) on the denoising loss of the ControlNet."""
+
+    desc = "synth train"
+
     def __init__(self, cfg: GeneratorExperiment, resume: bool = False, progress: bool = True):
-        self.cfg = cfg
-        self.run_dir = Path(cfg.out)
-        self.device, self.dist = start_run(self.run_dir, cfg.train.device, cfg.train.amp, cfg.mano_dir, resume)
-        self.progress = progress and self.dist.is_main
+        super().__init__(cfg, resume, progress)
         m = cfg.model
         fusion = dict(structural_fusion=m.structural_fusion, fusion_resolutions=m.fusion_resolutions, fusion_resolution=m.fusion_resolution)
         self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **fusion)
         for name in ("vae", "text_encoder", "unet"):
             getattr(self.parts, name).to(self.device).requires_grad_(False).eval()
-        self.controlnet = self.parts.controlnet.to(self.device).train()
+        self.controlnet = self.parts.controlnet.to(self.device)
         if m.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()
             self.parts.unet.enable_gradient_checkpointing()
@@ -204,44 +194,35 @@ class GeneratorTrainer:
             from .semantics.cache import load_prompts
 
             prompts = load_prompts(cfg.data.prompts)
-        transform = PairTransform(
+        self.val_source = next(getattr(cfg.data, n) for n in SOURCE_NAMES if getattr(cfg.data, n) is not None)
+        self.transform = PairTransform(
             self.hand_model, self.parts.tokenizer, self.parts.resolution, cfg.data.crop_margin, m.condition_style, prompts,
-            cfg.data.dataset or cfg.data.kind,
+            cfg.data.dataset or self.val_source.kind,
         )  # fmt: skip
-        data = DataConfig(
-            real=SourceConfig(cfg.data.kind, cfg.data.root, cfg.data.split), ratios={"real": 1.0}, batch_size=cfg.data.batch_size,
-            num_workers=cfg.data.num_workers, seed=cfg.train.seed,
-        )  # fmt: skip
-        self.loader, self.sampler, self.sources = build_mixed_loader(data, self.hand_model, self.dist.rank, self.dist.world_size, transform)
-        self.transform = transform
-        self.optimizer = build_optimizer(self.controlnet.parameters(), cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.train.max_steps, cfg.schedule)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.step, self.epoch = 0, 0
-        if resume:
-            self._restore(ckpt.latest_checkpoint(self.run_dir))
-        self.net = self.controlnet
-        if self.dist.enabled:
-            self.net = DistributedDataParallel(self.controlnet, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.writer = open_run(self.run_dir, cfg, resume, self.step, self.dist)
+        loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
+        self.setup_loop(self.controlnet, loader, sampler)
 
-    def _restore(self, path: Path) -> None:
+    def load_weights(self, checkpoint: Path) -> None:
         from .models import FusionControlNetModel
 
-        saved = FusionControlNetModel.from_pretrained(path / "controlnet", local_files_only=True)
+        saved = FusionControlNetModel.from_pretrained(checkpoint / "controlnet", local_files_only=True)
         self.controlnet.load_state_dict(saved.state_dict())
-        state = ckpt.load_trainer_state(path)
-        self.step, self.epoch = ckpt.restore_loop_state(state, self.optimizer, self.scheduler, self.scaler, self.sampler)
 
-    def save(self, batches_consumed: int) -> None:
-        if not self.dist.is_main:
-            return
-        state = ckpt.loop_state(self.step, self.optimizer, self.scheduler, self.scaler, self.sampler, batches_consumed)
-        ckpt.write_checkpoint(self.run_dir, self.step, lambda folder: self.controlnet.save_pretrained(folder / "controlnet"), state, to_yaml(self.cfg))
-        ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+    def write_checkpoint(self, state: dict, config_yaml: str) -> None:
+        ckpt.write_checkpoint(self.run_dir, self.step, lambda folder: self.controlnet.save_pretrained(folder / "controlnet"), state, config_yaml)
 
-    def validate(self) -> None:
-        """A grid of condition | generated | real for the first samples of the training split."""
+    def micro_context(self, batch: dict):
+        # the hand mask stays set through backward: gradient checkpointing re-runs the attention
+        # there, and it must be the biased attention of the forward
+        return self.context.use(batch["hand_mask"])
+
+    def losses(self, batch: dict, index: int) -> dict[str, torch.Tensor]:
+        generator = step_generator(self.cfg.train.seed, self.step, index, self.dist.rank, self.device)
+        with self.autocast():
+            return {"loss": denoising_loss(self.parts, self.net, self.context, batch, generator)}
+
+    def validate(self) -> dict[str, float]:
+        """A grid of condition | generated | real for the first samples of the first source."""
         if self.dist.is_main:
             from diffusers import DDIMScheduler
 
@@ -251,7 +232,7 @@ class GeneratorTrainer:
             parts = self.parts.as_dict() | {"scheduler": DDIMScheduler.from_config(self.parts.scheduler.config)}
             pipe = SesaHandPipeline(**parts)  # shares the context of the processors installed for training
             pipe.set_progress_bar_config(disable=True)
-            reader = build_source(SourceConfig(self.cfg.data.kind, self.cfg.data.root, self.cfg.data.split), self.hand_model)
+            reader = build_source(self.val_source, self.hand_model)
             samples = [crop_to_input(reader[i], (self.parts.resolution,) * 2, self.cfg.data.crop_margin) for i in range(t.val_samples)]
             prompts = [self.transform.prompt(s) for s in samples]
             self.controlnet.eval()
@@ -264,65 +245,4 @@ class GeneratorTrainer:
             self.writer.add_image("val/condition_generated_real", grid, self.step, dataformats="HWC")
             atomic_save_image(self.run_dir / "images" / f"step_{self.step:08d}.png", grid)
         barrier(self.dist)
-
-    def fit(self) -> float:
-        """Train to `train.max_steps`; returns the mean loss of the last logging window."""
-        cfg, accum = self.cfg, self.cfg.optim.grad_accum
-        bar = tqdm(total=cfg.train.max_steps, initial=self.step, desc="synth train", disable=not self.progress, dynamic_ncols=True)
-        window: dict[str, list] = defaultdict(list)
-        last = float("nan")
-        micro = 0
-        while self.step < cfg.train.max_steps:
-            self.sampler.set_epoch(self.epoch)
-            consumed = 0
-            for batch in self.loader:
-                consumed += 1
-                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                sync = (micro + 1) % accum == 0
-                no_sync = self.net.no_sync if isinstance(self.net, DistributedDataParallel) and not sync else contextlib.nullcontext
-                generator = step_generator(cfg.train.seed, self.step, micro % accum, self.dist.rank, self.device)
-                # the hand mask stays set through backward: gradient checkpointing re-runs the
-                # attention there, and it must be the biased attention of the forward
-                with self.context.use(batch["hand_mask"]):
-                    with no_sync(), autocast(self.device, cfg.train.amp):
-                        loss = denoising_loss(self.parts, self.net, self.context, batch, generator)
-                    self.scaler.scale(loss / accum).backward()
-                window["loss"].append(loss.detach())
-                micro += 1
-                if not sync:
-                    continue
-                if cfg.optim.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    window["grad_norm"].append(torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), cfg.optim.grad_clip))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.step += 1
-                bar.update(1)
-                done = self.step == cfg.train.max_steps
-                if self.step % cfg.train.log_every == 0 or done:
-                    means = mean_over_ranks(torch.stack([torch.stack(window[k]).float().mean() for k in sorted(window)]), self.dist)
-                    scalars = dict(zip(sorted(window), means.tolist()))
-                    last = scalars["loss"]
-                    if self.writer is not None:
-                        for name, value in scalars.items():
-                            self.writer.add_scalar(f"train/{name}", value, self.step)
-                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                    bar.set_postfix(loss=f"{last:.4f}")
-                    window.clear()
-                if self.step % cfg.train.val_every == 0 or done:
-                    self.validate()
-                if self.step % cfg.train.ckpt_every == 0 or done:
-                    self.save(consumed)
-                if done:
-                    break
-            else:
-                self.epoch += 1
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
-        return last
-
-    def close(self) -> None:
-        shutdown_distributed()
+        return {}

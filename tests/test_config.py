@@ -547,7 +547,7 @@ BAD_VALUES = [
     (EXPERIMENT, ["train.max_steps=0"], "train.max_steps must be >= 1 or null, got 0"),
     (EXPERIMENT, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
     (EXPERIMENT, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
-    (EXPERIMENT, ["train.eval_every=-1"], "train.eval_every must be >= 0, got -1"),
+    (EXPERIMENT, ["train.val_every=-1"], "train.val_every must be >= 0, got -1"),
     (EXPERIMENT, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
     (EXPERIMENT, ["augment.output_size=[0, 256]"], "augment.output_size[0] must be >= 1, got 0"),
     (EXPERIMENT, ["augment.crop_margin=0"], "augment.crop_margin must be > 0, got 0.0"),
@@ -581,9 +581,10 @@ BAD_VALUES = [
     ("handrecon.data.procedural:ProceduralConfig", ["jpeg_quality=0"], "jpeg_quality must be in [1, 100], got 0"),
     ("handrecon.data.procedural:ProceduralConfig", ["batch_size=0"], "batch_size must be >= 1, got 0"),
     (GENERATOR, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
-    (GENERATOR, ["train.val_every=0"], "train.val_every must be >= 1, got 0"),
-    (GENERATOR, ["train.ckpt_every=0"], "train.ckpt_every must be >= 1, got 0"),
-    (GENERATOR, ["train.max_steps=0"], "train.max_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.val_every=-1"], "train.val_every must be >= 0, got -1"),
+    (GENERATOR, ["train.ckpt_every=-1"], "train.ckpt_every must be >= 0, got -1"),
+    (GENERATOR, ["data.ratios={real: 0.5}"], "data.ratios must be shares summing to 1 (they sum to 0.5; normalised: {'real': 1.0}), got {'real': 0.5}"),
+    (GENERATOR, ["train.max_steps=0"], "train.max_steps must be >= 1 or null, got 0"),
     (GENERATOR, ["train.val_samples=0"], "train.val_samples must be >= 1, got 0"),
     (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1, got 0"),
     (GENERATOR, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
@@ -649,7 +650,7 @@ def test_shipped_configs_load(spec, path):
 
 def test_meaningful_edge_values_are_accepted():
     cfg = load_config(schema(EXPERIMENT), overrides=[
-        "val.max_samples=null", "val.images=0", "train.eval_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
+        "val.max_samples=null", "val.images=0", "train.val_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
         "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.75, synth: 0.25}",
         "augment.flip_prob=0", "augment.rotation_prob=1", "model.refine_stages=0", "model.loss_weights.verts=0",
     ])  # fmt: skip

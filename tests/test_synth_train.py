@@ -62,13 +62,13 @@ def test_training_lowers_the_denoising_loss_on_a_fixed_batch(procedural_root, ha
 def _losses(run):
     events = EventAccumulator(str(Path(run) / "tb"))
     events.Reload()
-    return {e.step: e.value for e in events.Scalars("train/loss")}
+    return {e.step: e.value for e in events.Scalars("loss/loss")}
 
 
 @pytest.mark.slow
 def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root, mano_dir):
     overrides = [
-        f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
+        f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
         "train.max_steps=4", "train.ckpt_every=2", "train.keep_last=5", "train.log_every=1", "train.val_every=100", "train.val_samples=1",
         "train.val_inference_steps=1", "train.device=cpu", "optim.lr=1e-3", "optim.grad_accum=2",
     ]  # fmt: skip
@@ -101,7 +101,7 @@ def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, pro
 
     run = tmp_path / "run"
     cfg = load_config(GeneratorExperiment, None, [
-        f"out={run}", f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
+        f"out={run}", f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
         "train.max_steps=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1", "train.device=cpu",
         "optim.lr=1e-3",
     ])  # fmt: skip
@@ -123,7 +123,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
     """Checkpointed blocks re-run their attention in backward: the hand bias must still be set
     then (it was not, and backward failed), and the result must equal the plain run's."""
     overrides = [
-        f"mano_dir={mano_dir}", f"data.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
+        f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
         "train.max_steps=2", "train.ckpt_every=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1",
         "train.device=cpu", "optim.lr=1e-3", "model.hand_bias=2.0", "model.hand_bias_targets=both",
     ]  # fmt: skip
@@ -141,3 +141,15 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
         torch.testing.assert_close(weights[True][key], value, rtol=1e-5, atol=1e-6)
         moved += int(key.startswith("controlnet_down_blocks") and value.abs().sum() > 0)
     assert moved  # the zero convolutions did train
+
+
+def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedural_root, mano_dir):
+    """train.max_steps=null: the run is train.epochs passes over the epoch source, as in tools/train.py."""
+    cfg = load_config(GeneratorExperiment, None, [
+        f"out={tmp_path / 'run'}", f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=4",
+        "data.num_workers=0", "train.max_steps=null", "train.epochs=3", "optim.grad_accum=2", "train.device=cpu",
+    ])  # fmt: skip
+    trainer = GeneratorTrainer(cfg, progress=False)
+    batches = -(-trainer.sources.sizes["real"] // 4)  # an epoch ends with the batch that reaches the last real sample
+    assert trainer.steps_per_epoch == batches // 2 and trainer.total_steps == 3 * trainer.steps_per_epoch
+    trainer.close()

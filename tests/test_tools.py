@@ -168,3 +168,17 @@ def test_out_of_range_config_values_stop_a_tool_before_its_run_folder(tool, conf
     assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected}"]
     assert "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []  # no run folder, nothing else either
+
+
+def test_both_trainers_print_the_shared_loop_keys_with_their_own_defaults(capsys, monkeypatch):
+    """The train and data sections of the two trainers are one schema (LoopConfig, DataConfig)
+    with per-trainer defaults; inherited keys keep their base class's comment."""
+    printed = {}
+    for tool, config in (("train.py", "train_tiny.yaml"), ("synth_train.py", "synth_tiny.yaml")):
+        printed[tool] = _run_in_process(tool, [str(ROOT / "configs" / config), "--print-config"], capsys, monkeypatch)
+    log = "  log_every: {}  # optimizer steps between TensorBoard scalars; >= 1\n"
+    assert log.format(5) in printed["train.py"] and log.format(10) in printed["synth_train.py"]
+    assert "  val_every: 0  # optimizer steps between validations (and at the end); 0: once per epoch\n" in printed["train.py"]
+    assert "  val_every: 100  # optimizer steps between validation grids (and at the end); 0: once per epoch\n" in printed["synth_train.py"]
+    for text in printed.values():
+        assert "  real:\n    kind: ih26m  # a reader name" in text and "    root: runs/procedural\n" in text and "  epoch_source: real  #" in text

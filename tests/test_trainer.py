@@ -126,7 +126,7 @@ def test_a_kill_around_a_new_best_leaves_best_json_naming_a_checkpoint(tmp_path,
     """Every validation improves (metric 10 - step); checkpoints come only from improvements. A
     kill at step 2 in either window must leave best.json naming a complete checkpoint, and the
     resumed run finishes with a consistent record."""
-    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "train.eval_every=1", "train.ckpt_every=100", "train.best_metric=m")
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=3", "train.val_every=1", "train.ckpt_every=100", "train.best_metric=m")
     monkeypatch.setattr(Trainer, "validate", lambda self: {"m": 10.0 - self.step})
     save = ckpt.save_checkpoint
 
@@ -155,7 +155,7 @@ def test_a_kill_around_a_new_best_leaves_best_json_naming_a_checkpoint(tmp_path,
 def test_a_best_json_naming_a_missing_checkpoint(tmp_path, mano_dir, procedural_root, monkeypatch, capsys):
     """Left by a kill in an older version: eval refuses the run folder (no silent fall-back to
     another checkpoint); resume drops the record with a warning and sets a new best."""
-    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.eval_every=1", "train.best_metric=m")
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.val_every=1", "train.best_metric=m")
     monkeypatch.setattr(Trainer, "validate", lambda self: {"m": 10.0 - self.step})
     _fit(cfg)
     run = Path(cfg.out)
@@ -234,7 +234,7 @@ def test_mixed_sources_log_the_configured_ratio_and_validation_tracks_the_best(t
         f"data.synth={{kind: ih26m, root: {procedural_root}, split: test}}",
         "data.ratios={real: 0.75, synth: 0.25}",
         "train.max_steps=4",
-        "train.eval_every=2",
+        "train.val_every=2",
         "train.keep_last=1",
         "train.best_metric=interwild/mpvpe_all_wrist_mm",
         f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 6, images: 2}}",
@@ -334,7 +334,7 @@ def test_nonfinite_outputs_fail_validation_and_never_become_best(tmp_path, mano_
     from handrecon.engine.trainer import VAL_FAILED
 
     val = f"val={{dataset: procedural, root: {procedural_root}, split: val, max_samples: 6, images: 2}}"
-    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.eval_every=1", val)
+    cfg = _config(tmp_path, mano_dir, procedural_root, "train.max_steps=2", "train.val_every=1", val)
     trainer = Trainer(cfg, progress=False)
 
     def diverged(module, inputs, out):  # a model that diverged: NaN meshes at evaluation

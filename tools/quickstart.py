@@ -96,7 +96,7 @@ def _generator(cfg: QuickstartConfig, mano_dir: Path, data_dir: Path, prompts: P
     if found and found[-1] == ckpt.step_dir(out, cfg.generator_steps):
         return found[-1] / "controlnet"
     overrides = [
-        f"out={out}", f"mano_dir={mano_dir}", f"data.root={data_dir}", f"data.prompts={prompts}", "data.dataset=procedural",
+        f"out={out}", f"mano_dir={mano_dir}", f"data.real.root={data_dir}", f"data.prompts={prompts}", "data.dataset=procedural",
         f"data.batch_size={cfg.generator_batch}", f"train.max_steps={cfg.generator_steps}", f"train.seed={cfg.seed}",
         f"train.device={cfg.device}", "train.log_every=10", f"train.val_every={cfg.generator_steps}", "train.val_inference_steps=10",
         f"train.ckpt_every={max(cfg.generator_steps // 2, 1)}", "optim.lr=1e-4",

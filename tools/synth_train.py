@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(GeneratorExperiment, args)
     trainer = GeneratorTrainer(cfg, resume=args.resume is not None)
     try:
-        loss = trainer.fit()
+        trainer.fit()
     finally:
         trainer.close()
     if trainer.dist.is_main:
-        print(f"{trainer.run_dir}: step {trainer.step}, loss {loss:.5f}")
+        print(f"{trainer.run_dir}: step {trainer.step}, loss {trainer.last_scalars.get('loss', float('nan')):.5f}")
     return 0
 
 

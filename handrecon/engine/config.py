@@ -8,28 +8,18 @@ from ..data.augment import AugmentConfig
 from ..data.loader import DataConfig
 from ..data.readers import list_datasets
 from ..models import ModelConfig
+from .loop import LoopConfig
 from .optim import OptimConfig, ScheduleConfig
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 1  # passes over data.epoch_source (or data.steps_per_epoch steps each); >= 1
-    max_steps: int | None = None  # optimizer steps (>= 1); when set it replaces `epochs`
-    amp: str = field(default="off", metadata={"choices": ("off", "bf16", "fp16")})  # fp16 needs CUDA
-    device: str = "auto"  # auto: the rank's GPU if CUDA is available, else cpu
-    seed: int = 0  # >= 0; model initialisation and augmentation
+class TrainConfig(LoopConfig):
+    """The loop's keys (handrecon.engine.loop.LoopConfig) and the regressor's own."""
+
     sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics over all ranks' samples
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [hand_backbone]
-    log_every: int = 20  # optimizer steps between TensorBoard scalars; >= 1
-    eval_every: int = 0  # optimizer steps between validations; 0: once per epoch
-    ckpt_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
-    keep_last: int = 3  # newest checkpoints kept (the best one is kept as well); >= 1
     best_metric: str = "interwild/mpvpe_all_wrist_mm"  # a validation metric key
     best_mode: str = field(default="min", metadata={"choices": ("min", "max")})
-
-    def __post_init__(self) -> None:
-        check_fields(self, ">= 1", "epochs", "max_steps", "log_every", "keep_last")
-        check_fields(self, ">= 0", "seed", "eval_every", "ckpt_every")
 
 
 @dataclass
