@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .hand_model.constants import NUM_VERTS
 from .io import atomic_save_figure, atomic_write_text
 from .metrics import check_finite
 
@@ -92,8 +93,8 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
         raise UserError(f"{path}: field 'sample_ids' must have shape (N,), got {data['sample_ids'].shape}")
     ids = [str(x) for x in data["sample_ids"].tolist()]
     verts = data["verts"]
-    if verts.ndim != 3 or verts.shape[1:] != (1556, 3) or verts.shape[0] != len(ids):
-        raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, 1556, 3), got {verts.shape}")
+    if verts.ndim != 3 or verts.shape[1:] != (2 * NUM_VERTS, 3) or verts.shape[0] != len(ids):
+        raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, {2 * NUM_VERTS}, 3), got {verts.shape}")
     if "rel_trans" in data and data["rel_trans"].shape != (len(ids), 3):
         raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {data['rel_trans'].shape}")
     if len(set(ids)) != len(ids):
@@ -164,7 +165,7 @@ def overlay_hands(
 
     from .render import render_mesh
 
-    drawn = torch.as_tensor(np.repeat(np.asarray(mesh_valid, bool), 778))
+    drawn = torch.as_tensor(np.repeat(np.asarray(mesh_valid, bool), NUM_VERTS))
     colours = torch.as_tensor(np.broadcast_to(colours, verts.shape).copy(), dtype=torch.float32)
     out = render_mesh(
         torch.as_tensor(verts, dtype=torch.float32)[None],
