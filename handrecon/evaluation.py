@@ -1,14 +1,14 @@
-"""Evaluation runs: ground truth from a reader, predictions from a file, reports and pictures.
+"""Evaluation runs: ground truth from a reader, predictions from a file, per-sample CSV and pictures.
 
-The metric arithmetic lives in `handrecon.metrics`; this module gathers arrays, matches
-predictions to samples by id, and writes what people read: a table, metrics.json with
-provenance, a per-sample CSV and PNG overlays of the best and worst samples.
+The metric arithmetic lives in `handrecon.metrics`, the table and metrics.json every scoring tool
+writes in `handrecon.report`; this module gathers arrays, matches predictions to samples by id,
+and writes the hand-specific outputs: a per-sample CSV and PNG overlays of the best and worst
+samples.
 """
 from __future__ import annotations
 
 import csv
 import io
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_save_figure, atomic_write_json, atomic_write_text
+from .hand_model.constants import NUM_VERTS
+from .io import atomic_save_figure, atomic_write_text
 from .metrics import check_finite
 
 
@@ -92,8 +93,8 @@ def load_predictions(path: str | Path, sample_ids: list[str], allow_extra: bool 
         raise UserError(f"{path}: field 'sample_ids' must have shape (N,), got {data['sample_ids'].shape}")
     ids = [str(x) for x in data["sample_ids"].tolist()]
     verts = data["verts"]
-    if verts.ndim != 3 or verts.shape[1:] != (1556, 3) or verts.shape[0] != len(ids):
-        raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, 1556, 3), got {verts.shape}")
+    if verts.ndim != 3 or verts.shape[1:] != (2 * NUM_VERTS, 3) or verts.shape[0] != len(ids):
+        raise UserError(f"{path}: field 'verts' must have shape ({len(ids)}, {2 * NUM_VERTS}, 3), got {verts.shape}")
     if "rel_trans" in data and data["rel_trans"].shape != (len(ids), 3):
         raise UserError(f"{path}: field 'rel_trans' must have shape ({len(ids)}, 3), got {data['rel_trans'].shape}")
     if len(set(ids)) != len(ids):
@@ -137,36 +138,6 @@ def _dtype_words(key: str) -> str:
     return "strings or integers" if key == "sample_ids" else "floating-point numbers (metres)"
 
 
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ver = version("sesahand")
-    except PackageNotFoundError:
-        ver = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{ver}+{commit}" if commit else ver
-
-
-def format_table(summary: dict[str, float], ci: dict[str, tuple[float, float]] | None = None) -> str:
-    """A plain-text table: metric, value, optional 95% interval."""
-    width = max(len(k) for k in summary)
-    lines = [f"{'metric':<{width}}  {'value':>9}" + ("  95% CI" if ci else "")]
-    for key, value in summary.items():
-        line = f"{key:<{width}}  {value:>9.3f}"
-        if ci and key in ci:
-            lo, hi = ci[key]
-            line += f"  [{lo:.3f}, {hi:.3f}]"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def write_per_sample_csv(path: Path, sample_ids: list[str], hand_type: np.ndarray, per_sample: dict[str, np.ndarray]) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -182,13 +153,6 @@ def _fmt(value: Any) -> str:
     return "" if np.isnan(value) else f"{value:.4f}"
 
 
-def write_metrics_json(path: Path, summary: dict, provenance: dict, ci: dict | None = None) -> Path:
-    payload = {"metrics": summary, "provenance": provenance}
-    if ci:
-        payload["ci95"] = {k: list(v) for k, v in ci.items()}
-    return atomic_write_json(path, payload, indent=1)
-
-
 def overlay_hands(
     image: np.ndarray, verts: np.ndarray, mesh_valid: np.ndarray, focal, princpt, faces, colours, weight: float = 0.6
 ) -> np.ndarray:
@@ -201,7 +165,7 @@ def overlay_hands(
 
     from .render import render_mesh
 
-    drawn = torch.as_tensor(np.repeat(np.asarray(mesh_valid, bool), 778))
+    drawn = torch.as_tensor(np.repeat(np.asarray(mesh_valid, bool), NUM_VERTS))
     colours = torch.as_tensor(np.broadcast_to(colours, verts.shape).copy(), dtype=torch.float32)
     out = render_mesh(
         torch.as_tensor(verts, dtype=torch.float32)[None],

@@ -13,9 +13,9 @@ import numpy as np
 from handrecon.config import check_fields
 from handrecon.data.loader import SourceConfig, build_source
 from handrecon.errors import UserError
-from handrecon.evaluation import code_version, format_table, write_metrics_json
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_figure, atomic_write_text, file_sha256
+from handrecon.report import code_version, format_table, write_metrics_json
 
 from .detectors import DetectorConfig, build_detector
 from .genmetrics import FeatureCache, fid, hand_crop, kid, label_consistency

@@ -10,16 +10,9 @@ import numpy as np
 from handrecon.cli import int_at_least, run_tool
 from handrecon.data.readers import dataset_spec, list_datasets
 from handrecon.errors import UserError
-from handrecon.evaluation import (
-    code_version,
-    format_table,
-    load_ground_truth,
-    load_predictions,
-    save_overlays,
-    write_metrics_json,
-    write_per_sample_csv,
-)
+from handrecon.evaluation import load_ground_truth, load_predictions, save_overlays, write_per_sample_csv
 from handrecon.io import file_sha256
+from handrecon.report import code_version, format_table, write_metrics_json
 
 
 def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> tuple[Path, Path]:

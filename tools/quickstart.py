@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _stage(f"7. {cfg.regressor} at synthetic ratios {cfg.ratios}, {cfg.regressor_steps} steps each, then the test split")
     from handrecon.config import load_config
-    from handrecon.evaluation import format_table
+    from handrecon.report import format_table
     from handrecon.sweep import Sweep, run_sweep
 
     sweep = load_config(Sweep, None, [

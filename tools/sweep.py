@@ -8,7 +8,7 @@ from handrecon.cli import add_config_args, config_from_args, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    from handrecon.evaluation import format_table
+    from handrecon.report import format_table
     from handrecon.sweep import Sweep, run_sweep
 
     parser = argparse.ArgumentParser(description=__doc__.strip())

@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from ..config import FieldError, check_fields
 from ..hand_model.articulation import GRASPS, JointAxes, joint_axes, sample_hand_pose
+from ..hand_model.constants import NUM_VERTS
 from ..hand_model.mano import SIDES, HandModel
 from ..hand_model.topology import boundary_loops
 from .backgrounds import BACKGROUNDS
@@ -306,10 +307,10 @@ class SceneMeshes:
         n = hand_model.faces_right.shape[0]
         loops = {s: wrist_loop(hand_model, s) for s in SIDES}
         tube = _FOREARM_RINGS * len(loops["right"]) + 1
-        base = 2 * 778
+        base = 2 * NUM_VERTS
         parts = [hand_model.faces_two_hand]
         for h, side in enumerate(SIDES):
-            loop = [v + 778 * h for v in loops[side]]
+            loop = [v + NUM_VERTS * h for v in loops[side]]
             f = torch.as_tensor(forearm_faces(loop, _FOREARM_RINGS, base + h * tube))
             parts.append(f)
         faces = torch.cat(parts)
@@ -348,10 +349,10 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
         verts = to_cam(torch.cat(hands + forearms, dim=1))
         # an absent hand and its forearm are left out of the picture
         tube = forearms[0].shape[1]
-        drawn = torch.cat([valid.repeat_interleave(778, dim=1), valid.repeat_interleave(tube, dim=1)], dim=1)
+        drawn = torch.cat([valid.repeat_interleave(NUM_VERTS, dim=1), valid.repeat_interleave(tube, dim=1)], dim=1)
         skin = _stack(scenes, "skin")
         colours = torch.cat(
-            [skin[:, 0:1].expand(-1, 778, -1), skin[:, 1:2].expand(-1, 778, -1), skin[:, 0:1].expand(-1, tube, -1), skin[:, 1:2].expand(-1, tube, -1)],
+            [skin[:, 0:1].expand(-1, NUM_VERTS, -1), skin[:, 1:2].expand(-1, NUM_VERTS, -1), skin[:, 0:1].expand(-1, tube, -1), skin[:, 1:2].expand(-1, tube, -1)],
             dim=1,
         )
         h_img, w_img = image_size
@@ -375,7 +376,7 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
     return {
         "image": out["image"],
         "parts": parts,
-        "verts_cam": verts[:, :1556],
+        "verts_cam": verts[:, : 2 * NUM_VERTS],
         "joints_cam": to_cam(joints_world),
         "joints_world": joints_world,
     }

@@ -37,6 +37,7 @@ from PIL import Image
 
 from ..camera import project
 from ..errors import UserError
+from ..hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ..hand_model.mano import SIDES, HandModel
 from ..io import atomic_write_bytes, atomic_write_json
 from .sample import empty_sample
@@ -168,9 +169,9 @@ class ShardSource(torch.utils.data.Dataset):
                 out = self.hand_model.hand(
                     side, betas=t(sample["mano_shape"][h]), global_orient=t(pose[:3]), hand_pose=t(pose[3:]), transl=t(sample["mano_transl"][h])
                 )
-                sample["verts"][778 * h : 778 * (h + 1)] = out.vertices[0].numpy()
-                sample["joints3d"][21 * h : 21 * (h + 1)] = out.joints[0].numpy()
-                sample["joints_valid"][21 * h : 21 * (h + 1)] = True
+                sample["verts"][NUM_VERTS * h : NUM_VERTS * (h + 1)] = out.vertices[0].numpy()
+                sample["joints3d"][NUM_JOINTS * h : NUM_JOINTS * (h + 1)] = out.joints[0].numpy()
+                sample["joints_valid"][NUM_JOINTS * h : NUM_JOINTS * (h + 1)] = True
         uv = project(sample["joints3d"], sample["focal"], sample["princpt"])
         sample["joints2d"] = np.where(sample["joints_valid"][:, None], uv, 0.0).astype(np.float32)
         if self.load_images:

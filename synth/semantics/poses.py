@@ -21,6 +21,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from handrecon.hand_model.articulation import GRASPS, JointAxes, joint_axes, sample_angles
+from handrecon.hand_model.constants import NUM_JOINTS, NUM_VERTS
 from handrecon.hand_model.mano import SIDES, HandModel
 
 POSE_CLASSES = ("open", "fist", "pointing", "pinch", "grasp", "relaxed")
@@ -141,9 +142,9 @@ class PoseClassifier:
         verts (1556, 3) and joints (42, 3) in the camera frame, boxes (2, 4) x0 y0 x1 y1 pixels.
         """
         t = self.thresholds
-        right, left = np.asarray(verts[:778], np.float64), np.asarray(verts[778:], np.float64)
+        right, left = np.asarray(verts[:NUM_VERTS], np.float64), np.asarray(verts[NUM_VERTS:], np.float64)
         gap = float(cKDTree(right).query(left)[0].min())
-        jr, jl = np.asarray(joints[:21], np.float64), np.asarray(joints[21:], np.float64)
+        jr, jl = np.asarray(joints[:NUM_JOINTS], np.float64), np.asarray(joints[NUM_JOINTS:], np.float64)
         palms = [j[[_WRIST, _INDEX1, _MIDDLE1, _PINKY1]].mean(0) for j in (jr, jl)]
         facing = self.palm_normal("right", jr) @ self.palm_normal("left", jl) < t.clasped_palms_cos
         if facing and gap < t.clasped_gap and np.linalg.norm(palms[0] - palms[1]) < t.clasped_centres:

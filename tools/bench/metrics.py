@@ -24,7 +24,7 @@ def per_sample_loop(pred: np.ndarray, gt: dict, regs: np.ndarray, dataset: str) 
     joint = {"single": [[] for _ in range(42)], "inter": [[] for _ in range(42)]}
     rrve, mrrpe = [], []
     for i in range(len(pred)):
-        p, g = pred[i].reshape(2, 778, 3), gt["verts"][i].reshape(2, 778, 3)
+        p, g = pred[i].reshape(2, NUM_VERTS, 3), gt["verts"][i].reshape(2, NUM_VERTS, 3)
         pj = [regs[h] @ p[h] for h in range(2)]
         gj = [regs[h] @ g[h] for h in range(2)]
         ht, valid = gt["hand_type"][i], gt["joints_valid"][i]
@@ -75,7 +75,7 @@ def random_split(hand_model: HandModel, regs: np.ndarray, num: int, seed: int) -
     gt_verts = base[None] + rng.normal(scale=0.05, size=(num, 1, 3)) + rng.normal(scale=0.01, size=(num, 2 * NUM_VERTS, 3))
     hand_type = rng.choice(np.array(["right", "left", "interacting"]), size=num)
     mesh_valid = np.stack([hand_type != "left", hand_type != "right"], 1)
-    joints = np.einsum("hjv,nhvd->nhjd", regs, gt_verts.reshape(num, 2, 778, 3)).reshape(num, 42, 3)
+    joints = np.einsum("hjv,nhvd->nhjd", regs, gt_verts.reshape(num, 2, NUM_VERTS, 3)).reshape(num, 42, 3)
     joints += rng.normal(scale=0.002, size=joints.shape)  # annotations are not the mesh's joints
     joints_valid = np.repeat(mesh_valid, 21, 1) & (rng.random((num, 42)) > 0.1)
     gt = {"verts": gt_verts, "mesh_valid": mesh_valid, "joints3d": joints, "joints_valid": joints_valid, "hand_type": hand_type}
