@@ -4,12 +4,17 @@ A schema is a (possibly frozen) dataclass whose sections are nested dataclasses.
 types: ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, ``Enum`` subclasses, ``Literal[...]``,
 ``Optional[X]`` / ``X | None`` (and other unions of supported types, tried in order), ``list[X]``,
 ``tuple[X, ...]``, ``tuple[X, Y]`` and ``dict[str, X]`` (a whole mapping replaces the field's
-value; a dotted key such as ``--set data.ratios.synth=0.3`` sets one entry). A field may restrict its values with
+value; a dotted key such as ``--set data.ratios.synth=0.3`` sets one entry, at any depth). ``Any``
+takes any YAML value unchecked: a ``dict[str, Any]`` field holds options that a schema chosen by
+another field checks in ``__post_init__`` with :func:`build_section` (``model.options``, checked by
+the architecture ``model.name`` names). A field may restrict its values with
 ``field(default="cpu", metadata={"choices": ("cpu", "cuda", "auto")})``. A field without a default
 is required. ``__post_init__`` checks value ranges with :func:`check_fields` (or raises
 :class:`FieldError` for a check of its own), which the loader reports under the field's full dotted
 key (``data.batch_size must be >= 1, got -4``, or ``experiment.data.batch_size ...`` where the
 section is nested deeper); any other ``ValueError`` it raises is reported with its section.
+``field(..., metadata={"resolved": fn})`` makes ``--print-config`` list ``fn(section)`` (a
+dataclass instance, e.g. an architecture's full config) as comments below the field.
 
 Config values are layered: schema defaults, then the YAML file (a plain mapping, no Hydra
 ``defaults``), then ``--set a.b=value`` overrides in order. Every layer is type-checked as it is
@@ -36,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import enum
@@ -62,6 +68,7 @@ __all__ = [
     "ConfigError",
     "FieldError",
     "UserError",
+    "build_section",
     "check_fields",
     "config_hash",
     "config_to_dict",
@@ -142,7 +149,9 @@ class _Invalid(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class _Override:
-    """A --set value: the parsed YAML scalar plus its raw text (str fields keep the raw text)."""
+    """A --set value: the parsed YAML scalar plus its raw text (str fields keep the raw text). In an
+    ``Any`` value it is kept until the schema that checks the value (see :func:`build_section`)
+    coerces it, so ``--set model.options.backbone=007`` reaches a str option as "007"."""
 
     value: Any
     text: str
@@ -151,6 +160,34 @@ class _Override:
 def _unwrap(value: Any) -> tuple[Any, str | None]:
     """(value, raw --set text) of a possibly wrapped override value."""
     return (value.value, value.text) if isinstance(value, _Override) else (value, None)
+
+
+def _has_override(value: Any) -> bool:
+    """Whether the mapping `value` holds a --set value at some depth: it is the tail of a dotted
+    --set key (``data.ratios.synth=0.3``), which sets one entry instead of the whole mapping."""
+    return isinstance(value, Mapping) and any(isinstance(v, _Override) or _has_override(v) for v in value.values())
+
+
+def _merge_entries(base: Any, update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` (the tail of a dotted --set key) merged into the mapping `base`, at any depth."""
+    base = _unwrap(base)[0]
+    out = dict(base) if isinstance(base, Mapping) else {}
+    for key, value in update.items():
+        out[key] = _merge_entries(out.get(key), value) if _has_override(value) else value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every --set wrapper replaced by its parsed value (the same object if it has none)."""
+    if isinstance(value, _Override):
+        return value.value
+    if isinstance(value, Mapping):
+        out = {k: _plain(v) for k, v in value.items()}
+        return value if all(out[k] is v for k, v in value.items()) else out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+    return value
 
 
 def _dotted(path: _Path) -> str:
@@ -197,7 +234,7 @@ def _type_name(tp: Any) -> str:
     if _is_union(tp):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
     if origin is dict:
-        return f"mapping of {_type_name(args[1])}"
+        return "mapping" if args[1] is Any else f"mapping of {_type_name(args[1])}"
     if origin is list:
         return f"list of {_type_name(args[0])}"
     if origin is tuple:
@@ -229,6 +266,8 @@ def _coerce(tp: Any, value: Any, path: _Path, raw: str | None = None) -> Any:
         note = f" ('{key}' is not a section)" if isinstance(value, Mapping) else ""
         raise _Invalid(path, f"expected {_type_name(tp)} for '{key}', got {_show(value)}{note}")
 
+    if tp is Any:  # checked later by whoever reads it; a --set value keeps its raw text until then
+        return value if raw is None else _Override(value, raw)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(tp):
         if value is None and type(None) in args:
@@ -352,9 +391,10 @@ def _merge(schema: type, base: dict[str, Any], update: Mapping[Any, Any], path: 
                 kind = "a mapping or null" if tp is not section else "a mapping"
                 raise _Invalid(key_path, f"expected {kind} for section '{_dotted(key_path)}', got {_show(value)}")
             continue
-        if typing.get_origin(tp) is dict and isinstance(value, Mapping) and any(isinstance(v, _Override) for v in value.values()):
-            # `--set data.ratios.synth=0.3` sets one entry; a whole mapping replaces the field
-            value = {**(base.get(key) or {}), **value}
+        if typing.get_origin(tp) is dict and _has_override(value):
+            # `--set data.ratios.synth=0.3` sets one entry (`model.options.loss_weights.verts=0` one
+            # nested entry); a whole mapping replaces the field
+            value = _merge_entries(base.get(key), value)
         value = _coerce(tp, value, key_path, raw)
         _check_choices(field, value, key_path)
         base[key] = value
@@ -455,6 +495,11 @@ def check_fields(obj: Any, rule: str, *names: str) -> None:
                 raise FieldError(key, f"{rule} or null" if optional else rule, item)
 
 
+# The path of the section whose dataclass is being constructed by `_build`: a `build_section` call
+# from its __post_init__ reports under it, as a FieldError's key is reported under it.
+_SECTION: contextvars.ContextVar[_Path] = contextvars.ContextVar("_SECTION", default=())
+
+
 def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
     kwargs: dict[str, Any] = {}
     for name, (_, tp) in _schema_fields(schema).items():
@@ -465,8 +510,9 @@ def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
         section = _section_type(tp)
         value = data[name]
         kwargs[name] = _build(section, value, key_path) if section is not None and value is not None else value
+    section_token = _SECTION.set(path)
     try:
-        return schema(**kwargs)
+        obj = schema(**kwargs)
     except ConfigError:
         raise
     except FieldError as exc:  # a range check in a schema's __post_init__: name the full key
@@ -474,6 +520,14 @@ def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
     except ValueError as exc:  # raised by a schema's __post_init__ check
         where = f"section '{_dotted(path)}'" if path else "config"
         raise ConfigError(f"invalid {where}: {exc}") from exc
+    finally:
+        _SECTION.reset(section_token)
+    for name in kwargs:  # --set values in `Any` fields that __post_init__ left as they came: unwrap them
+        value = getattr(obj, name)
+        plain = _plain(value)
+        if plain is not value:
+            object.__setattr__(obj, name, plain)  # also for frozen schemas, as their own __init__ does
+    return obj
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +620,38 @@ def _merge_override(schema: type, data: dict[str, Any], item: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Public API.
+
+
+def build_section(schema: type[T], values: Mapping[str, Any], prefix: str = "", base: Mapping[str, Any] | None = None) -> T:
+    """An instance of `schema` from `values` merged over `base` (e.g. a preset) over the schema's
+    defaults, with the checks :func:`load_config` applies (types, choices, ranges, unknown keys
+    with a did-you-mean), errors reported under the dotted key `prefix`.
+
+    Called from a schema's ``__post_init__`` while :func:`load_config` builds that schema,
+    `prefix` is relative to its section, like a :class:`FieldError` key: ``ModelConfig`` checks
+    its options with ``build_section(schema, self.options, "options")`` and an error reads
+    ``model.options.hand_size must be >= 1, got 0`` (``experiment.model.options...`` in a sweep).
+    `values` may hold ``--set`` values in their raw form (a str field keeps ``007`` as "007").
+
+    Raises:
+        ConfigError: `values` is not a mapping or does not match the schema.
+        TypeError: `schema` is not a dataclass, or its defaults or `base` do not match it (a code bug).
+    """
+    path: _Path = (*_SECTION.get(), *(prefix.split(".") if prefix else ()))
+    data: dict[str, Any] = {}
+    for layer, what in ((_defaults(schema), "defaults"), (base or {}, "base values")):
+        try:
+            _merge(schema, data, layer, path)
+        except _Invalid as exc:
+            raise TypeError(f"{what} of {schema.__qualname__}: {exc}") from None
+    values, _ = _unwrap(values)
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"expected a mapping for '{_dotted(path)}', got {_show(values)}")
+    try:
+        _merge(schema, data, values, path)
+    except _Invalid as exc:
+        raise ConfigError(str(exc)) from None
+    return _build(schema, data, path)
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -665,7 +751,9 @@ def _own_field_comments(schema: type) -> dict[str, str]:
 
 def commented_yaml(cfg: Any) -> str:
     """`cfg` as YAML with each field's source comment beside it (what ``--print-config`` shows);
-    :func:`load_config` reads it back to an equal config."""
+    :func:`load_config` reads it back to an equal config. A field with ``metadata={"resolved": fn}``
+    is followed by ``fn(section)`` (a dataclass instance) as commented-out lines, e.g. every option
+    of the model's architecture with the value it gets."""
     data = config_to_dict(cfg)
     out: list[str] = []
 
@@ -675,7 +763,7 @@ def commented_yaml(cfg: Any) -> str:
 
     def emit(obj: Any, values: dict[str, Any], indent: str) -> None:
         comments = field_comments(type(obj))
-        for name in _schema_fields(type(obj)):
+        for name, (field, _) in _schema_fields(type(obj)).items():
             note = f"  # {comments[name]}" if name in comments else ""
             child = getattr(obj, name)
             if dataclasses.is_dataclass(child) and not isinstance(child, type):
@@ -683,6 +771,11 @@ def commented_yaml(cfg: Any) -> str:
                 emit(child, values[name], indent + "  ")
             else:
                 out.append(f"{indent}{name}: {scalar(values[name])}{note}")
+            resolve = field.metadata.get("resolved")
+            if resolve is not None:
+                shown = resolve(obj)
+                out.append(f"{indent}# {name}, resolved ({type(shown).__name__}):")
+                emit(shown, config_to_dict(shown), f"{indent}#   ")
 
     emit(cfg, data, "")
     return "\n".join(out) + "\n"

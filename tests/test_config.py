@@ -13,7 +13,7 @@ import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 
@@ -22,7 +22,9 @@ from handrecon.config import (
     ConfigError,
     FieldError,
     UserError,
+    build_section,
     check_fields,
+    commented_yaml,
     config_hash,
     config_to_dict,
     load_config,
@@ -425,6 +427,113 @@ def test_mapping_fields_replace_whole_or_set_one_entry(tmp_path):
         load_config(Cfg, None, ["data.ratios.synth=abc"])
     with pytest.raises(ConfigError, match="expected mapping of float for 'data.ratios'"):
         load_config(Cfg, None, ["data.ratios=3"])
+
+
+# ---------------------------------------------------------------- dict[str, Any] and build_section
+
+
+@dataclass
+class Arch:
+    """What a `dict[str, Any]` field's values are checked against, chosen by a sibling field in practice."""
+
+    width: int = 8  # >= 1
+    tag: str = "a"
+    size: tuple[int, int] = (2, 2)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "width")
+        check_fields(self, ">= 0", "weights")
+
+
+def _resolved_arch(picked: Picked) -> Arch:
+    return build_section(Arch, picked.options, base={"width": 4})
+
+
+@dataclass
+class Picked:
+    options: dict[str, Any] = field(default_factory=dict, metadata={"resolved": _resolved_arch})  # fields of Arch
+
+    def __post_init__(self) -> None:
+        checked = build_section(Arch, self.options, "options", base={"width": 4})
+        self.options = {key: getattr(checked, key) for key in self.options}
+
+
+@dataclass
+class Loose:
+    extra: dict[str, Any] = field(default_factory=dict)  # anything, unchecked
+
+
+@dataclass
+class AnyCfg:
+    picked: Picked = field(default_factory=Picked)
+    loose: Loose = field(default_factory=Loose)
+
+
+@dataclass
+class AnyOuter:
+    inner: AnyCfg = field(default_factory=AnyCfg)
+
+
+def test_any_values_take_any_yaml_and_dotted_keys_merge_deeply(tmp_path):
+    path = write(tmp_path, "loose:\n  extra: {a: 1, b: {c: [1, 2], d: x}, e: null}\n")
+    cfg = load_config(AnyCfg, path, ["loose.extra.b.d=007", "loose.extra.b.f.g=true", "loose.extra.h=[1, {i: 2}]"])
+    # nothing checks these values: a --set value is its parsed YAML (007 -> 7), never a wrapper
+    assert cfg.loose.extra == {"a": 1, "b": {"c": [1, 2], "d": 7, "f": {"g": True}}, "e": None, "h": [1, {"i": 2}]}
+    assert load_config(AnyCfg, path, ["loose.extra={z: 1}"]).loose.extra == {"z": 1}  # a whole mapping replaces
+    assert load_config(AnyCfg, path, ["loose.extra.b=3"]).loose.extra == {"a": 1, "b": 3, "e": None}
+    assert load_config(AnyCfg, path, ["loose.extra.a.b=3"]).loose.extra["a"] == {"b": 3}  # a scalar becomes a mapping
+    saved = save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(AnyCfg, saved) == cfg
+    assert error_of(AnyCfg, overrides=["loose.extra=3"]) == "--set loose.extra=3: expected mapping for 'loose.extra', got 3"
+
+
+def test_options_are_checked_by_their_schema_with_raw_set_text(tmp_path):
+    path = write(tmp_path, "picked:\n  options: {size: [3, 4], weights: {a: 1}}\n")
+    cfg = load_config(AnyCfg, path, ["picked.options.tag=007", "picked.options.weights.b=2"])
+    # coerced (a tuple, floats, the raw text for a str) and only the keys given: width keeps the base's 4
+    assert cfg.picked.options == {"size": (3, 4), "weights": {"a": 1.0, "b": 2.0}, "tag": "007"}
+    assert _resolved_arch(cfg.picked) == Arch(width=4, tag="007", size=(3, 4), weights={"a": 1.0, "b": 2.0})
+    assert load_config(AnyCfg, save_config(cfg, tmp_path / "saved.yaml")) == cfg
+    assert load_config(AnyCfg, path, ["picked.options.weights={c: 0}"]).picked.options["weights"] == {"c": 0.0}
+    assert error_of(AnyCfg, overrides=["picked.options.width=0"]) == "picked.options.width must be >= 1, got 0"
+    assert error_of(AnyCfg, overrides=["picked.options.weights.a=-1"]) == "picked.options.weights.a must be >= 0, got -1.0"
+    assert error_of(AnyCfg, overrides=["picked.options.width=x"]) == "expected int for 'picked.options.width', got 'x'"
+    assert error_of(AnyCfg, overrides=["picked.options.size=[1]"]) == (
+        "expected list of 2 values (int, int) for 'picked.options.size', got [1]"
+    )
+    assert error_of(AnyCfg, overrides=["picked.options.widht=2"]) == (
+        "unknown key 'picked.options.widht' (valid keys under 'picked.options': size, tag, weights, width; "
+        "did you mean 'picked.options.width'?)"
+    )
+    # nested deeper, the key is still the full one
+    assert error_of(AnyOuter, overrides=["inner.picked.options.width=0"]) == "inner.picked.options.width must be >= 1, got 0"
+    # direct construction: the key relative to the dataclass, as a FieldError's
+    with pytest.raises(ConfigError, match=r"^options\.width must be >= 1, got 0$"):
+        Picked(options={"width": 0})
+    assert Picked(options={"size": [5, 6]}).options == {"size": (5, 6)}
+
+
+def test_build_section_merges_over_base_and_defaults():
+    assert build_section(Arch, {"tag": "b"}, "arch", base={"width": 3, "tag": "x"}) == Arch(width=3, tag="b")
+    assert build_section(Arch, {}) == Arch()
+    with pytest.raises(ConfigError, match=r"^arch\.width must be >= 1, got 0$"):
+        build_section(Arch, {"width": 0}, "arch")
+    with pytest.raises(ConfigError, match=r"^unknown key 'arch\.colour' \(valid keys under 'arch': size, tag, weights, width\)$"):
+        build_section(Arch, {"colour": 1}, "arch")
+    with pytest.raises(ConfigError, match=r"^expected a mapping for 'arch', got 3$"):
+        build_section(Arch, 3, "arch")
+    with pytest.raises(TypeError, match=r"^base values of Arch: expected int for 'arch\.width', got 'wide'$"):  # a code bug
+        build_section(Arch, {}, "arch", base={"width": "wide"})
+
+
+def test_commented_yaml_lists_resolved_values_as_comments(tmp_path):
+    cfg = load_config(AnyCfg, None, ["picked.options.tag=b"])
+    text = commented_yaml(cfg)
+    assert "  options: {tag: b}  # fields of Arch\n  # options, resolved (Arch):\n  #   width: 4  # >= 1\n  #   tag: b\n" in text
+    path = tmp_path / "printed.yaml"
+    path.write_text(text)
+    assert load_config(AnyCfg, path) == cfg
 
 
 # ---------------------------------------------------------------- range checks (check_fields)
