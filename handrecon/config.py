@@ -3,7 +3,8 @@
 A schema is a (possibly frozen) dataclass whose sections are nested dataclasses. Supported field
 types: ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, ``Enum`` subclasses, ``Literal[...]``,
 ``Optional[X]`` / ``X | None`` (and other unions of supported types, tried in order), ``list[X]``,
-``tuple[X, ...]``, ``tuple[X, Y]`` and ``dict[str, X]`` (a whole mapping replaces the field's
+``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, Section]`` (named sections: ``data.sources``; a
+dotted ``--set`` adds or changes one, ``NAME=null`` drops one) and ``dict[str, X]`` (a whole mapping replaces the field's
 value; a dotted key such as ``--set data.ratios.synth=0.3`` sets one entry, at any depth). ``Any``
 takes any YAML value unchecked: a ``dict[str, Any]`` field holds options that a schema chosen by
 another field checks in ``__post_init__`` with :func:`build_section` (``model.options``, checked by
@@ -14,7 +15,8 @@ is required. ``__post_init__`` checks value ranges with :func:`check_fields` (or
 key (``data.batch_size must be >= 1, got -4``, or ``experiment.data.batch_size ...`` where the
 section is nested deeper); any other ``ValueError`` it raises is reported with its section.
 ``field(..., metadata={"resolved": fn})`` makes ``--print-config`` list ``fn(section)`` (a
-dataclass instance, e.g. an architecture's full config) as comments below the field.
+dataclass instance, e.g. an architecture's full config) as comments below the field. A schema's
+``__moved_keys__`` class attribute maps keys of an older form to a one-line hint of the new form.
 
 Config values are layered: schema defaults, then the YAML file (a plain mapping, no Hydra
 ``defaults``), then ``--set a.b=value`` overrides in order. Every layer is type-checked as it is
@@ -229,6 +231,14 @@ def _section_type(tp: Any) -> type | None:
     return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
+def _entry_section_type(tp: Any) -> type | None:
+    """The dataclass of the entries of a `dict[str, Section]` field, else None."""
+    if typing.get_origin(tp) is dict:
+        entry = typing.get_args(tp)[1]
+        return entry if isinstance(entry, type) and dataclasses.is_dataclass(entry) else None
+    return None
+
+
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if _is_union(tp):
@@ -356,6 +366,9 @@ def _check_choices(field: dataclasses.Field[Any], value: Any, path: _Path) -> No
 
 
 def _unknown_key(schema: type, path: _Path, key: Any) -> _Invalid:
+    moved = getattr(schema, "__moved_keys__", {})  # keys of an older form of the schema -> how to write them now
+    if key in moved:
+        return _Invalid((*path, str(key)), f"'{_dotted((*path, str(key)))}': {moved[key]}")
     valid = sorted(_schema_fields(schema))
     where = f"under '{_dotted(path)}'" if path else "at top level"
     message = f"unknown key '{_dotted((*path, str(key)))}' (valid keys {where}: {', '.join(valid)}"
@@ -378,6 +391,10 @@ def _merge(schema: type, base: dict[str, Any], update: Mapping[Any, Any], path: 
         raw = None
         if isinstance(value, _Override):
             value, raw = value.value, value.text
+        entry_schema = _entry_section_type(tp)
+        if entry_schema is not None:
+            base[key] = _merge_entry_sections(entry_schema, base.get(key), value, key_path)
+            continue
         section = _section_type(tp)
         if section is not None:
             if isinstance(value, Mapping):
@@ -398,6 +415,33 @@ def _merge(schema: type, base: dict[str, Any], update: Mapping[Any, Any], path: 
         value = _coerce(tp, value, key_path, raw)
         _check_choices(field, value, key_path)
         base[key] = value
+
+
+def _merge_entry_sections(schema: type, base: dict[str, Any] | None, value: Any, path: _Path) -> dict[str, Any]:
+    """A `dict[str, Section]` field: named entries, each checked and merged as a section. A whole
+    mapping replaces the entries; a dotted --set key adds or changes one entry (from the section's
+    defaults when new) and ``NAME=null`` drops it."""
+    if not isinstance(value, Mapping):
+        raise _Invalid(path, f"expected a mapping of named sections for '{_dotted(path)}', got {_show(value)}")
+    out = dict(base or {}) if _has_override(value) else {}
+    for name, item in value.items():
+        if not isinstance(name, str):
+            raise _Invalid(path, f"key {name!r} under '{_dotted(path)}' is not a string")
+        item_path = (*path, name)
+        whole = not isinstance(item, Mapping)  # a value given for the entry itself replaces it
+        item = _unwrap(item)[0]
+        if item is None:
+            out.pop(name, None)
+            continue
+        if not isinstance(item, Mapping):
+            raise _Invalid(item_path, f"expected a mapping or null for section '{_dotted(item_path)}', got {_show(item)}")
+        if whole or name not in out:
+            out[name] = {}
+            _merge(schema, out[name], _defaults(schema), item_path)
+        else:
+            out[name] = dict(out[name])
+        _merge(schema, out[name], item, item_path)
+    return out
 
 
 def _as_dict(obj: Any) -> Any:
@@ -507,9 +551,12 @@ def _build(schema: type[T], data: dict[str, Any], path: _Path = ()) -> T:
         if name not in data:
             key = _dotted(key_path)
             raise ConfigError(f"missing required key '{key}' (set it in the config file or with --set {key}=VALUE)")
-        section = _section_type(tp)
+        section, entry_schema = _section_type(tp), _entry_section_type(tp)
         value = data[name]
-        kwargs[name] = _build(section, value, key_path) if section is not None and value is not None else value
+        if entry_schema is not None:
+            kwargs[name] = {k: _build(entry_schema, v, (*key_path, k)) for k, v in value.items()}
+        else:
+            kwargs[name] = _build(section, value, key_path) if section is not None and value is not None else value
     section_token = _SECTION.set(path)
     try:
         obj = schema(**kwargs)
@@ -763,12 +810,18 @@ def commented_yaml(cfg: Any) -> str:
 
     def emit(obj: Any, values: dict[str, Any], indent: str) -> None:
         comments = field_comments(type(obj))
+        field_types = {name: tp for name, (_, tp) in _schema_fields(type(obj)).items()}
         for name, (field, _) in _schema_fields(type(obj)).items():
             note = f"  # {comments[name]}" if name in comments else ""
             child = getattr(obj, name)
             if dataclasses.is_dataclass(child) and not isinstance(child, type):
                 out.append(f"{indent}{name}:{note}")
                 emit(child, values[name], indent + "  ")
+            elif _entry_section_type(field_types[name]) is not None and child:
+                out.append(f"{indent}{name}:{note}")
+                for key, entry in child.items():
+                    out.append(f"{indent}  {key}:")
+                    emit(entry, values[name][key], indent + "    ")
             else:
                 out.append(f"{indent}{name}: {scalar(values[name])}{note}")
             resolve = field.metadata.get("resolved")

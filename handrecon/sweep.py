@@ -1,14 +1,18 @@
-"""Mix-ratio studies: train the same experiment at several synthetic ratios and seeds, evaluate
-each on a test split, collect rows in results.csv and plot metric vs ratio.
+"""Mix-ratio studies: train the same experiment at several shares of one named source (`vary`,
+usually the synthetic cache) and seeds, evaluate each on a test split, collect rows in
+results.csv and plot metric vs ratio.
 
 Every run has the same steps (`train.max_steps` is required) and the same seed per row of the
-study, so rows differ only in the share of synthetic samples per batch. A finished run (its
+study, so rows differ only in the share of the varied source per batch; the other sources share
+the rest in the proportions of `experiment.data.ratios`, and a share of 0 leaves the varied
+source out. A finished run (its
 `test_metrics.json` exists) is not trained again: a study resumes where it stopped.
 """
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -17,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import check_fields
-from .data.loader import SourceConfig
 from .data.readers import dataset_spec, list_datasets
 from .engine.config import Experiment
 from .errors import UserError
@@ -34,9 +37,9 @@ class TestSplit:
 @dataclass
 class Sweep:
     out: str = "runs/sweep"
-    experiment: Experiment = field(default_factory=Experiment)  # the base run; train.max_steps must be set
-    synth: SourceConfig = field(default_factory=lambda: SourceConfig(kind="shards", root="", split=""))
-    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])  # synthetic shares of each batch, in [0, 1)
+    experiment: Experiment = field(default_factory=Experiment)  # the base run with every source; train.max_steps must be set
+    vary: str = "synth"  # the experiment.data.sources entry whose share `ratios` sets
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])  # shares of `vary` in each batch, in [0, 1)
     seeds: list[int] = field(default_factory=lambda: [0])  # >= 0 each
     test: TestSplit = field(default_factory=TestSplit)
     metric: str = "interwild/mpvpe_all_wrist_mm"  # plotted and used for the table's order
@@ -54,14 +57,18 @@ def run_config(sweep: Sweep, ratio: float, seed: int) -> Experiment:
         raise UserError("a sweep compares runs of equal length: set experiment.train.max_steps")
     cfg.out = str(Path(sweep.out) / f"ratio{ratio:.2f}_seed{seed}")
     cfg.train.seed, cfg.data.seed = seed, seed
-    cfg.data.epoch_source = "real"
-    if ratio > 0:
-        if not sweep.synth.root:
-            raise UserError("set synth.root (a shard cache) for ratios above 0")
-        cfg.data.synth = copy.deepcopy(sweep.synth)
-        cfg.data.ratios = {"real": 1.0 - ratio, "synth": ratio}
-    else:
-        cfg.data.synth, cfg.data.ratios = None, {"real": 1.0}
+    data, vary = cfg.data, sweep.vary
+    if vary not in data.sources:
+        raise UserError(f"vary: experiment.data.sources has no source '{vary}' (its sources: {sorted(data.sources)})")
+    if data.epoch_source_name() == vary:
+        raise UserError(f"experiment.data.epoch_source is '{vary}', the source whose share varies: give the epoch to another source")
+    others = {name: share for name, share in data.ratios.items() if name != vary}
+    total = sum(others.values())
+    if total <= 0:
+        raise UserError(f"the sources besides '{vary}' need shares > 0 in experiment.data.ratios: they keep those proportions")
+    shares = {name: (ratio if name == vary else (1.0 - ratio) * others[name] / total) for name in data.sources}
+    keep = [name for name in data.sources if name != vary or ratio > 0]
+    cfg.data = dataclasses.replace(data, sources={n: data.sources[n] for n in keep}, ratios={n: shares[n] for n in keep})
     return cfg
 
 

@@ -3,7 +3,7 @@
 Stable Diffusion (VAE, text encoder, UNet) stays frozen; the fusion ControlNet learns, with the
 hand-token bias in the cross-attention of the components `hand_bias_targets` names, in the loop
 the regressors' trainer runs too (`handrecon.engine.loop`: same `train` keys, resume, DDP). Data
-come from the sources of the `data` section (`real`, `synth`, mixed at `ratios`) through the
+come from the named sources of the `data` section (mixed at `ratios`) through the
 resumable mixed sampler, as for the regressors; each sample is cropped around its hands
 (`crop_margin`) to a square at the generation resolution, its condition rendered from its labels
 and its prompt read from a prompt cache (`tools/semantics.py`) or made by the rules chain.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from handrecon.config import check_fields
 from handrecon.data.augment import crop_to_input
-from handrecon.data.loader import SOURCE_NAMES, DataConfig, build_mixed_loader, build_source
+from handrecon.data.loader import DataConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
 from handrecon.engine.distributed import barrier
 from handrecon.engine.loop import LoopConfig, TrainLoop
@@ -61,7 +61,7 @@ class GeneratorData(DataConfig):
 
     batch_size: int = 4  # per rank; >= 1
     prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
-    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the real source's kind
+    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the first source's kind
     crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body; > 0
 
     def __post_init__(self) -> None:
@@ -194,7 +194,7 @@ class GeneratorTrainer(TrainLoop):
             from .semantics.cache import load_prompts
 
             prompts = load_prompts(cfg.data.prompts)
-        self.val_source = next(getattr(cfg.data, n) for n in SOURCE_NAMES if getattr(cfg.data, n) is not None)
+        self.val_source = next(iter(cfg.data.sources.values()))
         self.transform = PairTransform(
             self.hand_model, self.parts.tokenizer, self.parts.resolution, cfg.data.crop_margin, m.condition_style, prompts,
             cfg.data.dataset or self.val_source.kind,

@@ -76,7 +76,7 @@ def test_eval_checks_out_before_predicting(tmp_path, mano_dir, procedural_root):
     from handrecon.engine import Experiment, Trainer
 
     cfg = load_config(Experiment, None, [f"out={tmp_path / 'run'}", f"mano_dir={mano_dir}", "model.name=dir_tiny", "train.max_steps=1",
-                                         f"data.real={{kind: ih26m, root: {procedural_root}, split: train}}", "data.batch_size=4",
+                                         f"data.sources.real={{kind: ih26m, root: {procedural_root}, split: train}}", "data.batch_size=4",
                                          "data.num_workers=0", "train.device=cpu"])  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     trainer.fit()

@@ -620,7 +620,7 @@ def schema(spec: str) -> type:
 EXPERIMENT = "handrecon.engine.config:Experiment"
 GENERATOR = "synth.train:GeneratorExperiment"
 SEMANTICS = "synth.semantics.chain:SemanticsConfig"
-SYNTH_SOURCE = "data.synth={kind: shards, root: s}"
+SYNTH_SOURCE = "data.sources.synth={kind: shards, root: s}"
 
 BAD_VALUES = [
     # (schema, overrides, the one-line error)

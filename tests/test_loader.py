@@ -33,7 +33,7 @@ def test_yaml_and_set_build_a_loader_with_exact_ratios(roots, hand_model, tmp_pa
     real, shards = roots
     yaml = tmp_path / "exp.yaml"
     yaml.write_text(
-        f"data:\n  real: {{kind: ih26m, root: '{real}', split: train}}\n  synth: {{kind: shards, root: '{shards}'}}\n"
+        f"data:\n  sources:\n    real: {{kind: ih26m, root: '{real}', split: train}}\n    synth: {{kind: shards, root: '{shards}'}}\n"
         "  ratios: {real: 0.5, synth: 0.5}\n  batch_size: 8\n  num_workers: 0\n"
     )
     cfg = load_config(Experiment, yaml, ["data.ratios.synth=0.25", "data.ratios.real=0.75"])
@@ -49,8 +49,7 @@ def test_yaml_and_set_build_a_loader_with_exact_ratios(roots, hand_model, tmp_pa
 def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
     real, shards = roots
     cfg = DataConfig(
-        real=SourceConfig(root=str(real)),
-        synth=SourceConfig(kind="shards", root=str(shards)),
+        sources={"real": SourceConfig(root=str(real)), "synth": SourceConfig(kind="shards", root=str(shards))},
         ratios={"real": 0.5, "synth": 0.5},
         batch_size=8,
         num_workers=0,
@@ -71,7 +70,35 @@ def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
 
 
 def test_bad_data_sections_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"names \['synth'\], which are not configured"):
+    with pytest.raises(ConfigError, match=r"data.ratios must be a share for each source in data.sources \['real'\], got"):
         load_config(Experiment, None, ["data.ratios.synth=0.3"])
-    with pytest.raises(ConfigError, match="exactly one of data.epoch_source and data.steps_per_epoch"):
-        load_config(Experiment, None, ["data.steps_per_epoch=10"])
+    with pytest.raises(ConfigError, match="set one of data.epoch_source and data.steps_per_epoch, not both"):
+        load_config(Experiment, None, ["data.epoch_source=real", "data.steps_per_epoch=10"])
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  real: {kind: ih26m, root: /data, split: train}\n  ratios: {real: 1.0}\n")
+    with pytest.raises(ConfigError) as caught:  # the fixed-slot form of earlier versions: one line with the new form
+        load_config(Experiment, old)
+    assert str(caught.value) == (
+        f"{old}:2: 'data.real': sources are named entries now: write data.sources: {{real: {{kind: ..., root: ..., split: ...}}}} "
+        "(--set data.sources.real.root=...)"
+    )
+
+
+def test_four_named_sources_keep_exact_quotas_and_one_can_be_dropped(roots, hand_model):
+    real, shards = roots
+    sets = [
+        "data.sources={ih26m: {kind: ih26m, root: %s, split: train}, reih: {kind: ih26m, root: %s, split: train}, "
+        "coco: {kind: ih26m, root: %s, split: train}, synth: {kind: shards, root: %s}}" % (real, real, real, shards),
+        "data.ratios={ih26m: 0.4, reih: 0.2, coco: 0.2, synth: 0.2}", "data.batch_size=10", "data.num_workers=0",
+    ]  # fmt: skip
+    cfg = load_config(Experiment, None, sets)
+    assert cfg.data.epoch_source is None and cfg.data.epoch_source_name() == "ih26m"  # null: the first source with a share
+    loader, sampler, sources = build_mixed_loader(cfg.data, hand_model)
+    assert list(sources.sizes) == ["ih26m", "reih", "coco", "synth"]
+    counts = [Counter(batch["source"]) for batch in loader]
+    assert len(counts) == len(sampler) == 6  # 24 ih26m samples, 4 per batch
+    assert all(c == {"ih26m": 4, "reih": 2, "coco": 2, "synth": 2} for c in counts)
+    dropped = load_config(Experiment, None, [*sets, "data.sources.coco=null", "data.ratios={ih26m: 0.6, reih: 0.2, synth: 0.2}"])
+    assert list(dropped.data.sources) == ["ih26m", "reih", "synth"]
+    changed = load_config(Experiment, None, [*sets, "data.sources.synth.split=val"])  # one key of one source; the rest stay
+    assert changed.data.sources["synth"].split == "val" and changed.data.sources["synth"].root == str(shards)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 from image_checks import near, read_png
@@ -18,21 +19,37 @@ def sweep(tmp_path, mano_dir, procedural_root, hand_model):
     reader = create_reader("ih26m", procedural_root, "val", hand_model)
     shards = write_test_shards([reader[i] for i in range(len(reader))], tmp_path / "shards", per_shard=4)
     return load_config(Sweep, None, [
-        f"out={tmp_path / 'sweep'}", "ratios=[0.0, 0.5]", "seeds=[3]", "bootstrap=50", f"synth.root={shards}",
+        f"out={tmp_path / 'sweep'}", "ratios=[0.0, 0.5]", "seeds=[3]", "bootstrap=50", "vary=synth",
         f"test.root={procedural_root}", f"experiment.mano_dir={mano_dir}", "experiment.model.name=dir_tiny",
-        f"experiment.data.real={{kind: ih26m, root: {procedural_root}, split: train}}", "experiment.data.batch_size=8",
+        f"experiment.data.sources.real={{kind: ih26m, root: {procedural_root}, split: train}}",
+        f"experiment.data.sources.synth={{kind: shards, root: {shards}}}", "experiment.data.ratios={real: 1.0, synth: 0.0}",
+        "experiment.data.batch_size=8",
         "experiment.data.num_workers=0", "experiment.train.max_steps=2", "experiment.train.device=cpu",
     ])  # fmt: skip
 
 
 def test_cells_differ_only_in_the_synthetic_share(sweep):
     zero, half = run_config(sweep, 0.0, 3), run_config(sweep, 0.5, 3)
-    assert zero.data.synth is None and zero.data.ratios == {"real": 1.0}
-    assert half.data.synth.kind == "shards" and half.data.ratios == {"real": 0.5, "synth": 0.5}
+    assert list(zero.data.sources) == ["real"] and zero.data.ratios == {"real": 1.0}
+    assert half.data.sources["synth"].kind == "shards" and half.data.ratios == {"real": 0.5, "synth": 0.5}
     assert zero.train.max_steps == half.train.max_steps == 2 and zero.train.seed == half.train.seed == 3
     sweep.experiment.train.max_steps = None
     with pytest.raises(UserError, match="set experiment.train.max_steps"):
         run_config(sweep, 0.0, 3)
+
+
+def test_the_varied_source_takes_its_share_and_the_others_keep_their_proportions(sweep):
+    """Four named sources, one varied: the other three split the rest 2 : 1 : 1 as in the base ratios."""
+    base = sweep.experiment.data
+    sources = {**base.sources, "reih": base.sources["real"], "coco": base.sources["real"]}
+    sweep.experiment.data = dataclasses.replace(base, sources=sources, ratios={"real": 0.4, "reih": 0.2, "coco": 0.2, "synth": 0.2})
+    cell = run_config(sweep, 0.3, 3).data
+    assert list(cell.sources) == ["real", "synth", "reih", "coco"] and cell.epoch_source_name() == "real"
+    assert cell.ratios == pytest.approx({"real": 0.35, "synth": 0.3, "reih": 0.175, "coco": 0.175}, abs=1e-12)
+    assert list(run_config(sweep, 0.0, 3).data.sources) == ["real", "reih", "coco"]
+    sweep.vary = "shards"
+    with pytest.raises(UserError, match=r"vary: experiment.data.sources has no source 'shards' \(its sources: \['coco', 'real', 'reih', 'synth'\]\)"):
+        run_config(sweep, 0.3, 3)
 
 
 @pytest.mark.slow  # trains two cells

@@ -68,7 +68,7 @@ def _losses(run):
 @pytest.mark.slow
 def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root, mano_dir):
     overrides = [
-        f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
+        f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
         "train.max_steps=4", "train.ckpt_every=2", "train.keep_last=5", "train.log_every=1", "train.val_every=100", "train.val_samples=1",
         "train.val_inference_steps=1", "train.device=cpu", "optim.lr=1e-3", "optim.grad_accum=2",
     ]  # fmt: skip
@@ -101,7 +101,7 @@ def test_two_process_gloo_generator_training_keeps_ranks_identical(tmp_path, pro
 
     run = tmp_path / "run"
     cfg = load_config(GeneratorExperiment, None, [
-        f"out={run}", f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
+        f"out={run}", f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
         "train.max_steps=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1", "train.device=cpu",
         "optim.lr=1e-3",
     ])  # fmt: skip
@@ -123,7 +123,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
     """Checkpointed blocks re-run their attention in backward: the hand bias must still be set
     then (it was not, and backward failed), and the result must equal the plain run's."""
     overrides = [
-        f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
+        f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
         "train.max_steps=2", "train.ckpt_every=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1",
         "train.device=cpu", "optim.lr=1e-3", "model.hand_bias=2.0", "model.hand_bias_targets=both",
     ]  # fmt: skip
@@ -146,7 +146,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
 def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedural_root, mano_dir):
     """train.max_steps=null: the run is train.epochs passes over the epoch source, as in tools/train.py."""
     cfg = load_config(GeneratorExperiment, None, [
-        f"out={tmp_path / 'run'}", f"mano_dir={mano_dir}", f"data.real.root={procedural_root}", "data.batch_size=4",
+        f"out={tmp_path / 'run'}", f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=4",
         "data.num_workers=0", "train.max_steps=null", "train.epochs=3", "optim.grad_accum=2", "train.device=cpu",
     ])  # fmt: skip
     trainer = GeneratorTrainer(cfg, progress=False)

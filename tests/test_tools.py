@@ -128,7 +128,7 @@ def test_print_config_of_the_tiny_training_config(capsys, monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)  # the config's out is relative: nothing may appear here
     text = _run_in_process("train.py", [str(ROOT / "configs" / "train_tiny.yaml"), "--print-config"], capsys, monkeypatch)
     assert list(tmp_path.iterdir()) == []
-    assert "  batch_size: 16  # per rank; >= 1\n" in text and "ratios: {real: 1.0}  # batch shares in [0, 1], summing to 1" in text
+    assert "  batch_size: 16  # per rank; >= 1\n" in text and "ratios: {real: 1.0}  # batch shares in [0, 1], summing to 1, by source name" in text
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(Experiment, tmp_path / "printed.yaml") == load_config(Experiment, ROOT / "configs" / "train_tiny.yaml")
 
@@ -181,4 +181,4 @@ def test_both_trainers_print_the_shared_loop_keys_with_their_own_defaults(capsys
     assert "  val_every: 0  # optimizer steps between validations (and at the end); 0: once per epoch\n" in printed["train.py"]
     assert "  val_every: 100  # optimizer steps between validation grids (and at the end); 0: once per epoch\n" in printed["synth_train.py"]
     for text in printed.values():
-        assert "  real:\n    kind: ih26m  # a reader name" in text and "    root: runs/procedural\n" in text and "  epoch_source: real  #" in text
+        assert "  sources:  # name -> source\n    real:\n      kind: ih26m  # a reader name" in text and "      root: runs/procedural\n" in text and "  epoch_source: null  #" in text

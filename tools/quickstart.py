@@ -96,7 +96,7 @@ def _generator(cfg: QuickstartConfig, mano_dir: Path, data_dir: Path, prompts: P
     if found and found[-1] == ckpt.step_dir(out, cfg.generator_steps):
         return found[-1] / "controlnet"
     overrides = [
-        f"out={out}", f"mano_dir={mano_dir}", f"data.real.root={data_dir}", f"data.prompts={prompts}", "data.dataset=procedural",
+        f"out={out}", f"mano_dir={mano_dir}", f"data.sources.real.root={data_dir}", f"data.prompts={prompts}", "data.dataset=procedural",
         f"data.batch_size={cfg.generator_batch}", f"train.max_steps={cfg.generator_steps}", f"train.seed={cfg.seed}",
         f"train.device={cfg.device}", "train.log_every=10", f"train.val_every={cfg.generator_steps}", "train.val_inference_steps=10",
         f"train.ckpt_every={max(cfg.generator_steps // 2, 1)}", "optim.lr=1e-4",
@@ -192,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sweep = load_config(Sweep, None, [
         f"out={out / 'sweep'}", f"ratios={cfg.ratios}", f"seeds=[{cfg.seed}]", f"bootstrap={cfg.bootstrap}",
-        f"synth.root={job.out}", f"test.root={data_dir}", "test.dataset=procedural",
+        f"test.root={data_dir}", "test.dataset=procedural", "vary=synth",
         f"experiment.mano_dir={mano_dir}", f"experiment.model.name={cfg.regressor}",
-        f"experiment.data.real={{kind: ih26m, root: {data_dir}, split: train}}", f"experiment.data.batch_size={cfg.regressor_batch}",
+        f"experiment.data.sources.real={{kind: ih26m, root: {data_dir}, split: train}}",
+        f"experiment.data.sources.synth={{kind: shards, root: {job.out}}}", "experiment.data.ratios={real: 1.0, synth: 0.0}",
+        f"experiment.data.batch_size={cfg.regressor_batch}",
         "experiment.optim.lr=1e-3", "experiment.schedule.warmup_steps=10", f"experiment.train.max_steps={cfg.regressor_steps}",
         f"experiment.train.device={cfg.device}", "experiment.train.log_every=10", f"experiment.train.ckpt_every={cfg.regressor_steps}",
     ])  # fmt: skip

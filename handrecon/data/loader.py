@@ -1,22 +1,26 @@
 """The data section of an experiment: which sources, mixed at which ratios, into which loader.
 
     data:
-      real:  {kind: ih26m, root: datasets/InterHand2.6M, split: train}
-      synth: {kind: shards, root: runs/cache/shards}
-      ratios: {real: 0.7, synth: 0.3}      # shares of each batch, summing to 1
+      sources:                              # any number of named sources
+        ih26m: {kind: ih26m, root: datasets/InterHand2.6M, split: train}
+        reih:  {kind: reih, root: datasets/ReInterHand, split: train}
+        synth: {kind: shards, root: runs/cache}
+      ratios: {ih26m: 0.5, reih: 0.2, synth: 0.3}   # shares of each batch, summing to 1
       batch_size: 32                        # per rank
-      epoch_source: real                    # one epoch = one pass over the real data
+      epoch_source: ih26m                   # one epoch = one pass over this source
 
-Each named section is one source; `ratios` keys name sections and their values are the shares
-of each batch (each in [0, 1], summing to 1, the epoch source's > 0); a set that does not sum to
-1 is refused with its normalised form as the suggestion, so a typo never changes the mix. `build_mixed_loader` returns a DataLoader whose batches hold
-exactly each source's quota (MixedBatchSampler) and whose samples carry their source's section
-name in `source`.
+Each entry of `sources` is one source (`kind`: a reader name, or `shards` for a cache folder);
+`ratios` names every source with its share of each batch (each in [0, 1], summing to 1, the epoch
+source's > 0); a set that does not sum to 1 is refused with its normalised form as the
+suggestion, so a typo never changes the mix. `--set data.sources.NAME.root=...` adds or changes
+one source, `--set data.sources.NAME=null` drops one. `build_mixed_loader` returns a DataLoader
+whose batches hold exactly each source's quota (MixedBatchSampler) and whose samples carry their
+source's name in `source`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
@@ -25,49 +29,67 @@ from ..errors import UserError
 from ..hand_model.mano import HandModel
 from .mixing import ConcatSources, Draw, MixedBatchSampler
 
-SOURCE_NAMES = ("real", "synth")
+#: The keys of the fixed-slot form of the data section, refused with the named form as the fix.
+OLD_SOURCE_KEYS = ("real", "synth")
 
 
 @dataclass
 class SourceConfig:
-    kind: str = "ih26m"  # a reader name (ih26m, reih, hic) or 'shards' (a cache folder)
+    kind: str = "ih26m"  # a reader name (ih26m, reih, hic, ...) or 'shards' (a cache folder)
     root: str = ""
     split: str = "train"
 
 
 @dataclass
 class DataConfig:
-    real: SourceConfig | None = field(default_factory=SourceConfig)
-    synth: SourceConfig | None = None
-    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})  # batch shares in [0, 1], summing to 1
+    sources: dict[str, SourceConfig] = field(default_factory=lambda: {"real": SourceConfig()})  # name -> source
+    ratios: dict[str, float] = field(default_factory=lambda: {"real": 1.0})  # batch shares in [0, 1], summing to 1, by source name
     batch_size: int = 32  # per rank; >= 1
-    epoch_source: str | None = "real"  # one epoch = one pass over this source (its ratio > 0) ...
-    steps_per_epoch: int | None = None  # ... or exactly this many steps (>= 1)
+    epoch_source: str | None = None  # one epoch = one pass over this source (ratio > 0; null: the first such source) ...
+    steps_per_epoch: int | None = None  # ... or exactly this many steps (>= 1; then epoch_source stays null)
     num_workers: int = 2  # >= 0; 0: load in the main process
     seed: int = 0  # >= 0
 
+    #: keys of the fixed-slot form, answered with the named form (see handrecon.config)
+    __moved_keys__: ClassVar[dict[str, str]] = {
+        name: f"sources are named entries now: write data.sources: {{{name}: {{kind: ..., root: ..., split: ...}}}} "
+        f"(--set data.sources.{name}.root=...)"
+        for name in OLD_SOURCE_KEYS
+    }
+
     def __post_init__(self) -> None:
-        configured = [n for n in SOURCE_NAMES if getattr(self, n) is not None]
-        unknown = [k for k in self.ratios if k not in configured]
-        if unknown:
-            raise ValueError(f"data.ratios names {unknown}, which are not configured sources (configured: {configured})")
+        if not self.sources:
+            raise FieldError("sources", "a mapping with at least one named source", self.sources)
+        unknown, missing = [k for k in self.ratios if k not in self.sources], [k for k in self.sources if k not in self.ratios]
+        if unknown or missing:
+            raise FieldError("ratios", f"a share for each source in data.sources {sorted(self.sources)}", self.ratios)
         check_fields(self, "in [0, 1]", "ratios")
         total = sum(self.ratios.values())
         if abs(total - 1) > 1e-6:
             hint = f"; normalised: {({k: round(v / total, 6) for k, v in self.ratios.items()})}" if total > 0 else ""
             raise FieldError("ratios", f"shares summing to 1 (they sum to {total:g}{hint})", self.ratios)
-        if (self.epoch_source is None) == (self.steps_per_epoch is None):
-            raise ValueError("set exactly one of data.epoch_source and data.steps_per_epoch")
+        if self.epoch_source is not None and self.steps_per_epoch is not None:
+            raise ValueError("set one of data.epoch_source and data.steps_per_epoch, not both")
         if self.epoch_source is not None and not self.ratios.get(self.epoch_source, 0) > 0:
             raise FieldError("epoch_source", "a source with a ratio > 0 (an epoch over it would never end)", self.epoch_source)
         check_fields(self, ">= 1", "batch_size", "steps_per_epoch")
         check_fields(self, ">= 0", "num_workers", "seed")
 
 
-def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True) -> torch.utils.data.Dataset:
-    """A reader (by registry name) or a ShardSource, for one source section."""
+    def epoch_source_name(self) -> str | None:
+        """The source one epoch passes over: `epoch_source`, or the first source with a share
+        when neither it nor `steps_per_epoch` is set; None with `steps_per_epoch`."""
+        if self.epoch_source is not None or self.steps_per_epoch is not None:
+            return self.epoch_source
+        return next(name for name in self.sources if self.ratios[name] > 0)
+
+
+def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True, name: str | None = None) -> torch.utils.data.Dataset:
+    """A reader (by registry name) or a ShardSource, for one source section (`name`: its key in
+    data.sources, for the messages)."""
     if not cfg.root:
-        raise UserError(f"source of kind '{cfg.kind}' has no root folder: set its 'root'")
+        where = f"data.sources.{name}" if name else f"source of kind '{cfg.kind}'"
+        raise UserError(f"{where} has no root folder: set its 'root'")
     if cfg.kind == "shards":
         from .shards import ShardSource
 
@@ -106,7 +128,7 @@ def build_mixed_loader(
     a sample that a small source serves several times per epoch can be augmented differently
     each time. Call `sampler.set_epoch(e)` before each epoch.
     """
-    sources = ConcatSources({n: build_source(getattr(cfg, n), hand_model) for n in SOURCE_NAMES if getattr(cfg, n) is not None})
+    sources = ConcatSources({name: build_source(source, hand_model, name=name) for name, source in cfg.sources.items()})
     sampler = MixedBatchSampler(
         sources.sizes,
         cfg.ratios,
@@ -114,7 +136,7 @@ def build_mixed_loader(
         cfg.seed,
         rank=rank,
         world_size=world_size,
-        epoch_source=cfg.epoch_source,
+        epoch_source=cfg.epoch_source_name(),
         steps_per_epoch=cfg.steps_per_epoch,
         draws=transform is not None,
     )

@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     build_index(root / "shards")
 
     cfg = DataConfig(
-        real=SourceConfig("ih26m", str(root / "real")),
-        synth=SourceConfig("shards", str(root / "shards")),
+        sources={"real": SourceConfig("ih26m", str(root / "real")), "synth": SourceConfig("shards", str(root / "shards"))},
         ratios={"real": 0.7, "synth": 0.3},
         batch_size=args.batch,
     )
