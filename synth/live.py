@@ -4,20 +4,54 @@
 pipeline as the cache job (`synth.cache.CacheWriter`) and, for generation seed s, draws a label
 sample and a generation seed from s, composes its prompt with the rules chain and returns the
 generated image with the crop's labels (the sample layout, `source` = 'live'). Its throughput
-is `LiveSource.stats()`, which the caller logs next to the trainer's samples/s.
+is `LiveSource.stats()`, which the training loop logs next to its samples/s.
+
+Importing this module registers the source kind `live` of `data.sources` entries:
+
+    data:
+      sources:
+        real: {kind: ih26m, root: datasets/InterHand2.6M, split: train}
+        gen:
+          kind: live
+          root: runs/synth_sd15          # optional: a generator training run (newest ControlNet, its settings)
+          options:                       # CacheJob keys (labels, base, controlnet, inference_steps, ...)
+            labels: {kind: ih26m, root: datasets/InterHand2.6M, split: train}
+            policy: reuse                # and the queue's: length, policy, capacity, buffer_size, timeout
+      ratios: {real: 0.7, gen: 0.3}
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from handrecon.config import build_section, check_fields, load_config
 from handrecon.data.augment import crop_to_input
-from handrecon.data.live import LiveSource
+from handrecon.data.live import POLICIES, LiveSource
+from handrecon.data.loader import SourceConfig, register_source_kind
+from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 
 from .cache import CacheJob, CacheWriter
+
+
+@dataclass
+class LiveQueue:
+    """The queue keys of a live source's options (the other keys are its CacheJob's)."""
+
+    length: int = 10000  # indices the source answers (its size for the sampler); >= 1
+    policy: str = field(default="block", metadata={"choices": POLICIES})  # block: wait for the generator; reuse: answer from the buffer
+    capacity: int = 64  # generations waiting in the queue; >= 1
+    buffer_size: int = 256  # recent generations kept for 'reuse'; >= 1
+    timeout: float = 600.0  # seconds a read waits for the generator before it is an error; > 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "length", "capacity", "buffer_size")
+        check_fields(self, "> 0", "timeout")
 
 
 class PipelineProducer:
@@ -44,7 +78,7 @@ class PipelineProducer:
         with torch.no_grad():
             out = self.writer.pipe.generate([prompt], [int(rng.integers(2**31 - 1))], samples=[crop], hand_model=self.hand_model,
                                             num_inference_steps=self.job.inference_steps, guidance_scale=self.job.guidance_scale)  # fmt: skip
-        return {**crop, "image": out.images[0], "sample_id": f"live-{seed}", "prompt": prompt}
+        return {**crop, "image": out.images[0], "sample_id": f"live-{seed}"}  # the keys of a label sample, so batches collate
 
 
 def _build(job: CacheJob) -> PipelineProducer:
@@ -54,3 +88,36 @@ def _build(job: CacheJob) -> PipelineProducer:
 def live_source(job: CacheJob, length: int, policy: str = "block", **kwargs) -> LiveSource:
     """A LiveSource generating with `job`'s generator settings (its out/num/shard fields are unused)."""
     return LiveSource(functools.partial(_build, job), length, policy=policy, **kwargs)
+
+
+def run_settings(run: Path) -> dict:
+    """The CacheJob settings a generator training run fixes: its newest ControlNet and the
+    settings it was trained with (base, fusion, hand bias, crop margin)."""
+    from handrecon.engine import checkpoint as ckpt
+
+    from .train import GeneratorExperiment
+
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run}: not a generator training run (no config.yaml); give the run folder tools/synth_train.py wrote")
+    trained = load_config(GeneratorExperiment, run / "config.yaml")
+    m = trained.model
+    return {
+        "base": m.base, "controlnet": str(ckpt.latest_checkpoint(run) / "controlnet"), "structural_fusion": m.structural_fusion,
+        "hand_bias": m.hand_bias, "hand_bias_targets": m.hand_bias_targets, "crop_margin": trained.data.crop_margin,
+    }  # fmt: skip
+
+
+def build_live_source(cfg: SourceConfig, hand_model: HandModel, name: str) -> LiveSource:
+    """The `kind: live` entry of data.sources: its options are CacheJob keys and LiveQueue keys."""
+    prefix = f"data.sources.{name}.options"
+    queue_keys = {f.name for f in dataclasses.fields(LiveQueue)}
+    queue = build_section(LiveQueue, {k: v for k, v in cfg.options.items() if k in queue_keys}, prefix)
+    base = {**(run_settings(Path(cfg.root)) if cfg.root else {}), "mano_dir": str(hand_model.mano_dir)}
+    job = build_section(CacheJob, {k: v for k, v in cfg.options.items() if k not in queue_keys}, prefix, base=base)
+    if not job.labels.root:
+        raise UserError(f"{prefix}.labels: a live source draws its labels from a dataset: set labels.root (and kind, split)")
+    return live_source(job, queue.length, queue.policy, capacity=queue.capacity, buffer_size=queue.buffer_size, timeout=queue.timeout,
+                       source=name)  # fmt: skip
+
+
+register_source_kind("live", build_live_source)

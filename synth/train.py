@@ -200,7 +200,7 @@ class GeneratorTrainer(TrainLoop):
             cfg.data.dataset or self.val_source.kind,
         )  # fmt: skip
         loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
-        self.setup_loop(self.controlnet, loader, sampler)
+        self.setup_loop(self.controlnet, loader, sampler, self.sources)
 
     def load_weights(self, checkpoint: Path) -> None:
         from .models import FusionControlNetModel

@@ -17,6 +17,7 @@ from handrecon.data.augment import crop_to_input
 from handrecon.data.readers import create_reader
 from handrecon.data.shards import ShardSource
 from handrecon.errors import UserError
+from handrecon.hand_model.mano import HandModel
 from synth.cache import CacheJob, _mask_edges, done_path, load_or_plan, shard_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,4 +188,30 @@ def test_live_source_generates_labelled_samples(mano_dir, procedural_root):
     assert source.stats()["taken"] == 2
     for s in samples:
         assert s["source"] == "live" and s["image"].shape == (64, 64, 3) and s["image"].dtype == np.uint8
-        assert tuple(s["image_size"]) == (64, 64) and s["mano_valid"].any() and s["prompt"]
+        assert tuple(s["image_size"]) == (64, 64) and s["mano_valid"].any() and s["sample_id"].startswith("live-")
+    reader = create_reader("ih26m", procedural_root, "train", HandModel(mano_dir))
+    assert set(samples[0]) == set(crop_to_input(reader[0], (64, 64), 2.5)) | {"source"}  # the keys of a label sample: batches collate
+
+
+@pytest.mark.slow
+def test_train_tool_mixes_a_live_source_and_logs_its_counts(tmp_path, mano_dir, procedural_root):
+    """tools/train.py with `kind: live`: the tiny generator runs beside training, a quarter of each
+    batch is its output, and produced / taken / reused go to TensorBoard beside samples/s."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    live = (f"{{kind: live, options: {{labels: {{kind: ih26m, root: {procedural_root}, split: train}}, dataset: procedural, "
+            "inference_steps: 1, device: cpu, policy: reuse, length: 64}}")  # fmt: skip
+    args = ["--set", f"out={run}", f"mano_dir={mano_dir}", "model.name=dir_tiny", f"data.sources.real={{kind: ih26m, root: {procedural_root}}}",
+            f"data.sources.gen={live}", "data.ratios={real: 0.75, gen: 0.25}", "data.batch_size=8", "data.num_workers=0",
+            "train.max_steps=3", "train.log_every=1", "train.device=cpu"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert scalars["data/ratio_gen"] == [0.25] * 3 and scalars["data/ratio_real"] == [0.75] * 3
+    produced, taken, reused = scalars["data/gen_produced"], scalars["data/gen_taken"], scalars["data/gen_reused"]
+    assert [t + r for t, r in zip(taken, reused)] == [2.0, 4.0, 6.0]  # two live samples a batch, fresh or reused
+    assert all(p >= t >= 1 for p, t in zip(produced, taken)) and "train/samples_per_s" in scalars

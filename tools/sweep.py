@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, example="ratios=[0,0.3] experiment.optim.lr=1e-4")
     args = parser.parse_args(argv)
     sweep = config_from_args(Sweep, args, out_key="out")
+    if any(source.kind == "live" for source in sweep.experiment.data.sources.values()):
+        import synth.live  # noqa: F401 - registers the 'live' source kind
     rows = run_sweep(sweep)
     for row in rows:
         metrics = {k: v for k, v in row.items() if "/" in k and not k.endswith(("ci_lo", "ci_hi"))}

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
     args = parser.parse_args(argv)
     cfg = config_from_args(Experiment, args)
+    if any(source.kind == "live" for source in cfg.data.sources.values()):
+        import synth.live  # noqa: F401 - registers the 'live' source kind
     trainer = Trainer(cfg, resume=args.resume is not None, init=args.init)
     try:
         metrics = trainer.fit()

@@ -20,7 +20,7 @@ source's name in `source`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -35,9 +35,21 @@ OLD_SOURCE_KEYS = ("real", "synth")
 
 @dataclass
 class SourceConfig:
-    kind: str = "ih26m"  # a reader name (ih26m, reih, hic, ...) or 'shards' (a cache folder)
-    root: str = ""
+    kind: str = "ih26m"  # a reader name (ih26m, reih, hic, ...), 'shards' (a cache folder) or 'live' (generation during training)
+    root: str = ""  # the dataset or cache folder; live: a generator training run (its newest ControlNet and settings) or empty
     split: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)  # live only: its generator job and queue settings (synth/live.py)
+
+
+#: Source kinds built by other packages: kind -> build(cfg, hand_model, name) (`live`: synth.live).
+_SOURCE_KINDS: dict[str, Callable[[SourceConfig, HandModel, str], torch.utils.data.Dataset]] = {}
+#: Where the kinds other packages register come from, for the message when none is registered.
+_SOURCE_KIND_MODULES = {"live": "synth.live"}
+
+
+def register_source_kind(kind: str, build: Callable[[SourceConfig, HandModel, str], torch.utils.data.Dataset]) -> None:
+    """Make `kind` a source kind of data.sources entries (the generation side registers 'live')."""
+    _SOURCE_KINDS[kind] = build
 
 
 @dataclass
@@ -87,8 +99,14 @@ class DataConfig:
 def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True, name: str | None = None) -> torch.utils.data.Dataset:
     """A reader (by registry name) or a ShardSource, for one source section (`name`: its key in
     data.sources, for the messages)."""
+    where = f"data.sources.{name}" if name else f"source of kind '{cfg.kind}'"
+    if cfg.kind in _SOURCE_KIND_MODULES:
+        if cfg.kind not in _SOURCE_KINDS:
+            raise UserError(f"{where}: kind '{cfg.kind}' is provided by {_SOURCE_KIND_MODULES[cfg.kind]}: import it first (tools/train.py does)")
+        return _SOURCE_KINDS[cfg.kind](cfg, hand_model, name or cfg.kind)
+    if cfg.options:
+        raise UserError(f"{where}.options: kind '{cfg.kind}' takes no options (only {sorted(_SOURCE_KIND_MODULES)} do), got {sorted(cfg.options)}")
     if not cfg.root:
-        where = f"data.sources.{name}" if name else f"source of kind '{cfg.kind}'"
         raise UserError(f"{where} has no root folder: set its 'root'")
     if cfg.kind == "shards":
         from .shards import ShardSource
@@ -129,6 +147,9 @@ def build_mixed_loader(
     each time. Call `sampler.set_epoch(e)` before each epoch.
     """
     sources = ConcatSources({name: build_source(source, hand_model, name=name) for name, source in cfg.sources.items()})
+    for dataset in sources.datasets.values():
+        if hasattr(dataset, "start"):  # a live source: its generator process, before the workers copy it
+            dataset.start()
     sampler = MixedBatchSampler(
         sources.sizes,
         cfg.ratios,

@@ -551,6 +551,11 @@ class ConcatSources(Dataset):
         return {name: end - start for name, start, end in zip(self._names, starts, self._ends)}
 
     @property
+    def datasets(self) -> dict[str, Dataset]:
+        """Source name -> its dataset, in order."""
+        return dict(zip(self._names, self._datasets))
+
+    @property
     def offsets(self) -> dict[str, int]:
         """Source name -> global index of its first sample."""
         return dict(zip(self._names, [0] + self._ends[:-1]))

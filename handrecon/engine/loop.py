@@ -122,11 +122,12 @@ class TrainLoop:
         self.module.train()
 
     # -- set-up ----------------------------------------------------------------------------------
-    def setup_loop(self, module: torch.nn.Module, loader, sampler) -> None:
+    def setup_loop(self, module: torch.nn.Module, loader, sampler, sources) -> None:
         """Optimizer, scheduler and scaler for `module`'s parameters; the run's step count; the
-        latest checkpoint's state on resume; DDP; the run folder and its TensorBoard writer."""
+        latest checkpoint's state on resume; DDP; the run folder and its TensorBoard writer.
+        `loader`, `sampler`, `sources`: what `build_mixed_loader` returned."""
         cfg = self.cfg
-        self.module, self.loader, self.sampler = module, loader, sampler
+        self.module, self.loader, self.sampler, self.sources = module, loader, sampler, sources
         accum = cfg.optim.grad_accum
         epoch_batches = len(sampler)
         if epoch_batches < accum:
@@ -209,6 +210,9 @@ class TrainLoop:
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             for name, value in self.timing.items():
                 self.writer.add_scalar(f"train/{name}", value, self.step)
+            for name, dataset in self.sources.datasets.items():  # live sources: produced, taken and reused generations
+                for key, value in (dataset.stats() if hasattr(dataset, "stats") else {}).items():
+                    self.writer.add_scalar(f"data/{name}_{key}", value, self.step)
         return scalars
 
     def fit(self) -> dict[str, float]:
@@ -278,4 +282,9 @@ class TrainLoop:
         return metrics
 
     def close(self) -> None:
+        """Stop live sources' generator processes and leave the process group."""
+        sources = getattr(self, "sources", None)  # absent when __init__ stopped before the loader
+        for dataset in sources.datasets.values() if sources is not None else ():
+            if hasattr(dataset, "close"):
+                dataset.close()
         shutdown_distributed()

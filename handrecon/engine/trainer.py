@@ -73,7 +73,7 @@ class Trainer(TrainLoop):
         self.transform = TrainTransform(Augmenter(augment, self.hand_model, cfg.train.seed), cfg.train.seed)
         loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
         self.best = ckpt.BestTracker(self.run_dir, cfg.train.best_metric, cfg.train.best_mode, repair=self.dist.is_main)
-        self.setup_loop(self.model, loader, sampler)
+        self.setup_loop(self.model, loader, sampler, self.sources)
         self._setup_validation()
         if self.dist.is_main:
             total = sum(p.numel() for p in self.model.parameters())
