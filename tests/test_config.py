@@ -764,3 +764,30 @@ def test_meaningful_edge_values_are_accepted():
         "augment.flip_prob=0", "augment.rotation_prob=1", "model.refine_stages=0", "model.loss_weights.verts=0",
     ])  # fmt: skip
     assert cfg.data.ratios == {"real": 0.75, "synth": 0.25}
+
+
+@dataclass
+class _Source:
+    kind: str = "a"
+    size: int = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "size")
+
+
+@dataclass
+class _Named:
+    sources: dict[str, _Source] = field(default_factory=lambda: {"x": _Source(), "y": _Source(kind="b")})
+
+
+def test_named_sections_merge_by_entry_and_check_each_entry():
+    """dict[str, Section]: a whole mapping replaces the entries, a dotted --set changes or adds one
+    (new ones start from the section's defaults), NAME=null drops one, and every entry is checked."""
+    Cfg, Source = _Named, _Source
+    assert load_config(Cfg).sources == {"x": Source(), "y": Source(kind="b")}
+    assert load_config(Cfg, None, ["sources={z: {size: 3}}"]).sources == {"z": Source(size=3)}
+    assert load_config(Cfg, None, ["sources.y.size=5", "sources.w.kind=c"]).sources == {"x": Source(), "y": Source("b", 5), "w": Source("c")}
+    assert load_config(Cfg, None, ["sources.x=null"]).sources == {"y": Source(kind="b")}
+    assert load_config(Cfg, None, ["sources.y={size: 2}"]).sources["y"] == Source(size=2)  # a whole entry replaces it
+    assert error_of(Cfg, overrides=["sources.y.size=0"]) == "sources.y.size must be >= 1, got 0"
+    assert "did you mean 'sources.y.kind'?" in error_of(Cfg, overrides=["sources.y.kidn=c"])
