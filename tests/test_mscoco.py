@@ -295,6 +295,20 @@ def test_malformed_fits_name_file_annotation_and_field(coco, hand_model, tmp_pat
     assert message in str(err.value)
 
 
+def test_keypoints_given_as_21_rows_read_like_the_flat_release_list(coco, hand_model, tmp_path):
+    root, _ = coco
+
+    def nest(anns):
+        for ann in anns.values():
+            ann["righthand_kpts"] = np.asarray(ann["righthand_kpts"]).reshape(21, 3).tolist()
+
+    _rewrite(root, tmp_path, "train", edit_ann=nest)
+    nested = create_reader("mscoco", tmp_path, "train", hand_model, load_images=False)
+    flat = create_reader("mscoco", root, "train", hand_model, load_images=False)
+    for i in range(len(flat)):
+        np.testing.assert_array_equal(nested[i]["joints2d"], flat[i]["joints2d"])
+
+
 def test_fits_of_dropped_people_are_not_read(coco, hand_model):
     root, _ = coco
     # the fixture's fits file holds a broken entry for the crowd annotation 103: never parsed

@@ -99,7 +99,7 @@ def nominal_camera(image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]
 def _keypoints(ann: dict, key: str, file: str, where: str) -> np.ndarray:
     """(21, 3) x, y, score of one hand; the release stores 63 numbers (21 x 3 is accepted too)."""
     value = field_value(ann, key, file, where, list)
-    if np.shape(value) == (NUM_COCO_HAND_KEYPOINTS, 3):
+    if value and all(isinstance(row, list) and len(row) == 3 for row in value):  # 21 x 3 rather than flat
         return field_array(value, (NUM_COCO_HAND_KEYPOINTS, 3), file, where, key)
     return field_array(value, (3 * NUM_COCO_HAND_KEYPOINTS,), file, where, key).reshape(NUM_COCO_HAND_KEYPOINTS, 3)
 
