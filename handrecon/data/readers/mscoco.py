@@ -336,9 +336,12 @@ class MSCOCOReader(BaseReader):
     def _put_fit(self, sample: dict, person: int, hand: int) -> None:
         p, side = self.people, SIDES[hand]
         pose, shape, trans = p.pose[person, hand], p.shape[person, hand], p.trans[person, hand]
-        t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
-        wrist = self.hand_model.hand(side, t(shape), t(pose[:3]), t(pose[3:]), t(trans)).joints[0, 0].double().numpy()
-        rot, shift = camera_change(wrist, p.focal[person, hand], p.princpt[person, hand], sample["focal"], sample["princpt"])
+        focal, princpt = p.focal[person, hand], p.princpt[person, hand]
+        rot, shift = np.eye(3), np.zeros(3)
+        if not (np.array_equal(focal, sample["focal"]) and np.array_equal(princpt, sample["princpt"])):
+            t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
+            wrist = self.hand_model.hand(side, t(shape), t(pose[:3]), t(pose[3:]), t(trans)).joints[0, 0].double().numpy()
+            rot, shift = camera_change(wrist, focal, princpt, sample["focal"], sample["princpt"])
         pose, transl, verts, _ = mano_in_camera(self.hand_model, side, pose, shape, trans, rot, shift)
         put_hand(sample, hand, mano_pose=pose, mano_shape=shape, mano_transl=transl, verts=verts, mano_valid=True, mesh_valid=True)
 
