@@ -54,6 +54,7 @@ ground-truth relative translation and the MPJPE targets come from.
 | ih26m   | both wrists annotated valid                     | annotated wrists      | annotated joints3d    |
 | hic     | 'interacting' with both ground-truth meshes     | mesh-regressed wrists | mesh-regressed joints |
 | reih    | both annotated wrists valid (every sample)      | annotated wrists      | mesh-regressed joints |
+| mscoco  | none (per-hand fit cameras: no relative pose)   | -                     | mesh-regressed joints (fitted hands) |
 
 RRVE samples = MRRPE samples with both meshes valid: HIC's interacting two-mesh samples and every
 ReIH sample, as InterWild; InterWild reports no RRVE on IH2.6M and no MPJPE on HIC, we do with

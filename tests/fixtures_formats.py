@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from handrecon.camera import project
 from handrecon.data.readers.common import ManoParams
 from handrecon.data.readers.interhand import (
     InterHandCamera,
@@ -305,4 +306,134 @@ def make_hic_fixture(root: Path, hand_model: HandModel, seed: int = 0) -> HICTru
         annotations.append(ann)
     with open(root / "HIC.json", "w") as fh:
         json.dump({"images": images, "annotations": annotations}, fh)
+    return truth
+
+
+# ------------------------------------------------------------------------------- MSCOCO-WholeBody
+
+
+@dataclass
+class COCOTruth:
+    """Per annotation id: the written annotation (its hand keypoints 21 x 3 in file order, boxes
+    x, y, w, h, valid flags) and, for fitted hands, the camera-frame MANO parameters with their
+    camera and the mesh / joints they give (metres, that hand's own camera)."""
+
+    annotations: dict[int, dict] = field(default_factory=dict)
+    fits: dict[int, dict[str, dict]] = field(default_factory=dict)  # aid -> side -> {mano, focal, princpt, verts, joints}
+
+
+COCO_IMAGE_HW = (96, 128)
+# annotation id -> (image id, what it tests); the kept people are 101, 102, 107, 108, 109
+COCO_ANNOTATIONS = {
+    101: (1, "both hands, each fitted with its own camera; right index tip unannotated"),
+    102: (1, "right hand only, fitted"),
+    103: (2, "crowd: dropped"),
+    104: (2, "no body keypoint: dropped"),
+    105: (2, "no hand valid: dropped"),
+    106: (2, "empty body box: dropped"),
+    107: (3, "left flag set but empty left box: person kept without a left box, no hand sample"),
+    108: (3, "both hands, hand-written keypoints, no fit; right box clipped to the image"),
+    109: (3, "both hands, only the left fitted: the sample takes the left camera"),
+}
+COCO_KEPT = (101, 102, 107, 108, 109)
+# hand-written keypoints of annotation 108, file order: right (10 + 2k, 20 + k), left (60 + 2k, 40 + k)
+COCO_HANDWRITTEN = {
+    "right": np.array([[10.0 + 2 * k, 20.0 + k, 1.0] for k in range(21)]),
+    "left": np.array([[60.0 + 2 * k, 40.0 + k, 0.0 if k == 7 else 1.0] for k in range(21)]),
+}
+COCO_HANDWRITTEN["left"][7, :2] = (5.0, 5.0)  # an unannotated keypoint with stray coordinates
+
+
+def _coco_fit(rng: np.random.Generator, hand_model: HandModel, side: str, centre: tuple[float, float], crop: float) -> dict:
+    """A NeuralAnnot-style fit: a hand fitted in a square crop of `crop` pixels about `centre` with
+    focal 5000 and principal point (128, 128) at 256 x 256, i.e. in the image focal 5000 crop / 256
+    and the principal point at the crop centre; the hand fills about 60% of the crop."""
+    focal = np.full(2, 5000.0 * crop / 256.0)
+    princpt = np.asarray(centre, dtype=np.float64)
+    params = random_mano(rng, np.zeros(3))
+    _, joints = mano_world(hand_model, side, params)
+    depth = focal[0] * 0.18 / (0.6 * crop)
+    params.trans = params.trans - joints.mean(0) + np.array([rng.normal(0, 0.01), rng.normal(0, 0.01), depth])
+    verts, joints = mano_world(hand_model, side, params)
+    return {"mano": params, "focal": focal, "princpt": princpt, "verts": verts, "joints": joints}
+
+
+def _coco_box(kpts: np.ndarray) -> list[float]:
+    pts = kpts[kpts[:, 2] > 0, :2]
+    lo, hi = pts.min(0) - 2.0, pts.max(0) + 2.0
+    return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+
+
+def make_mscoco_fixture(root: Path, split: str, hand_model: HandModel, fits: bool = True, seed: int = 0) -> COCOTruth:
+    """COCO-WholeBody annotations (COCO_ANNOTATIONS), three small JPEGs under images/<split>2017/ and,
+    with `fits`, annotations/MSCOCO_<split>_MANO_NeuralAnnot.json whose keypoints are the fitted
+    MANO joints projected with each hand's camera (so the fits and the 2D labels agree)."""
+    rng = np.random.default_rng(seed)
+    h, w = COCO_IMAGE_HW
+    truth = COCOTruth()
+    images = []
+    for image_id in (1, 2, 3):
+        file_name = f"{image_id:012d}.jpg"
+        write_noise_image(root / "images" / f"{split}2017" / file_name, COCO_IMAGE_HW, rng)
+        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 1})
+
+    def hand_fields(kpts: np.ndarray | None, box: list[float] | None, flag: bool) -> dict:
+        kp = np.zeros(63) if kpts is None else np.asarray(kpts, dtype=np.float64).reshape(-1)
+        return {"valid": flag, "box": box if box is not None else [0.0, 0.0, 0.0, 0.0], "kpts": kp.tolist()}
+
+    def random_hand(x_lo: float, flag: bool = True) -> dict:
+        kp = np.concatenate([rng.uniform([x_lo, 20.0], [x_lo + 40.0, 70.0], (21, 2)), np.ones((21, 1))], 1)
+        return hand_fields(kp, _coco_box(kp), flag)
+
+    fitted = {
+        101: {"right": ((40.0, 50.0), 40.0), "left": ((90.0, 45.0), 36.0)},
+        102: {"right": ((30.0, 60.0), 44.0)},
+        109: {"left": ((95.0, 60.0), 40.0)},
+    }
+    annotations, neural = [], {}
+    for aid, (image_id, _) in COCO_ANNOTATIONS.items():
+        hands = {}
+        truth.fits[aid] = {}
+        for side, (centre, crop) in fitted.get(aid, {}).items():
+            fit = _coco_fit(rng, hand_model, side, centre, crop)
+            truth.fits[aid][side] = fit
+            kp = np.concatenate([project(fit["joints"], fit["focal"], fit["princpt"]), np.full((21, 1), 2.0)], 1)
+            if aid == 101 and side == "right":
+                kp[8] = 0.0  # index tip not annotated
+            hands[side] = hand_fields(kp, _coco_box(kp), True)
+        if aid in (103, 104, 105, 106):
+            hands = {"right": random_hand(20.0, aid != 105), "left": random_hand(60.0, aid != 105)}
+        elif aid == 107:
+            hands["left"] = hand_fields(random_hand(60.0)["kpts"], [70.0, 40.0, 0.0, 20.0], True)
+        elif aid == 108:
+            hands["right"] = hand_fields(COCO_HANDWRITTEN["right"], [-5.0, 10.0, 60.0, 40.0], True)
+            hands["left"] = hand_fields(COCO_HANDWRITTEN["left"], [55.0, 35.0, 50.0, 30.0], True)
+        elif aid == 109:
+            hands["right"] = random_hand(20.0)
+        for side in SIDES:
+            hands.setdefault(side, hand_fields(None, None, False))
+        ann = {
+            "id": aid, "image_id": image_id, "category_id": 1, "iscrowd": int(aid == 103), "area": 1000.0,
+            "num_keypoints": 0 if aid == 104 else 12, "keypoints": [0.0] * 51, "segmentation": [],
+            "bbox": [10.0, 5.0, 0.0 if aid == 106 else 100.0, 80.0],
+            "face_box": [0.0] * 4, "face_kpts": [0.0] * 204, "face_valid": False,
+            "foot_kpts": [0.0] * 18, "foot_valid": False,
+        }  # fmt: skip
+        for side in SIDES:
+            for key, value in hands[side].items():
+                ann[f"{side}hand_{key}"] = value
+        annotations.append(ann)
+        truth.annotations[aid] = ann
+        if truth.fits[aid]:
+            neural[str(aid)] = {
+                s: None if s not in truth.fits[aid] else {
+                    "mano_param": truth.fits[aid][s]["mano"].to_json(),
+                    "cam_param": {"focal": truth.fits[aid][s]["focal"].tolist(), "princpt": truth.fits[aid][s]["princpt"].tolist()},
+                }
+                for s in SIDES
+            }  # fmt: skip
+    neural["103"] = {"right": {"mano_param": "not read: annotation 103 is dropped"}, "left": None}
+    atomic_write_json(root / "annotations" / f"coco_wholebody_{split}_v1.0.json", {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]})
+    if fits:
+        atomic_write_json(root / "annotations" / f"MSCOCO_{split}_MANO_NeuralAnnot.json", neural)
     return truth

@@ -285,6 +285,30 @@ def test_labels_only_samples_and_hands_warped_out_of_view(samples, hand_model):
     _assert_same(gone, sample, atol=0, keys=["verts", "joints3d", "joints_valid", "mano_pose", "mesh_valid"])
 
 
+def test_2d_only_joints_follow_the_image_and_3d_stays_absent(samples, hand_model):
+    """A hand labelled in 2D only (joints2d_valid without joints_valid, no MANO): its 2D joints and
+    box follow the warp and the flip like any 2D label, and no 3D label appears."""
+    sample = {k: v for k, v in samples[1].items() if k != "extra_maps"}
+    for key in ("joints3d", "verts", "mano_pose", "mano_shape", "mano_transl"):
+        sample[key] = np.zeros_like(sample[key])
+    sample["joints2d_valid"] = sample["joints_valid"] | sample["joints2d"].any(1)
+    sample["joints_valid"] = np.zeros_like(sample["joints_valid"])
+    sample["mano_valid"] = sample["mesh_valid"] = np.zeros(2, dtype=bool)
+    valid = sample["joints2d_valid"]
+    assert valid.any()
+    out = Augmenter(AugmentConfig(**STRONG, **NO_PHOTO, flip_prob=0.0), hand_model, seed=3)(sample, rng_for(3, 0, 0))
+    check_sample(out)
+    assert (out["joints2d_valid"] == valid).all() and not out["joints_valid"].any() and not out["joints3d"].any()
+    # the 2D joints moved with the image: where the source pixels landed
+    m = camera_affine(sample["focal"], (64.0, 64.0), OUT, 0.8, 0.3, (4.0, -2.0))
+    warped = affine_sample(sample, m, OUT, hand_model, 0.3)
+    np.testing.assert_allclose(warped["joints2d"][valid], sample["joints2d"][valid] @ m[:, :2].T + m[:, 2], atol=1e-4)
+    assert warped["boxes"][valid.reshape(2, 21).any(1)].any()
+    flipped = flip_sample(sample, hand_model)
+    assert (flipped["joints2d_valid"] == np.concatenate([valid[21:], valid[:21]])).all() and not flipped["joints_valid"].any()
+    np.testing.assert_allclose(flip_sample(flipped, hand_model)["joints2d"], sample["joints2d"], atol=1e-4)
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="scale_range"):
         AugmentConfig(scale_range=(1.2, 0.8))

@@ -677,7 +677,7 @@ BAD_VALUES = [
     ("handrecon.sweep:Sweep", ["seeds=[0, -1]"], "seeds[1] must be >= 0, got -1"),
     ("handrecon.sweep:Sweep", ["bootstrap=-1"], "bootstrap must be >= 0, got -1"),
     ("handrecon.sweep:Sweep", ["test.dataset=foo"],
-     "--set test.dataset=foo: invalid value 'foo' for 'test.dataset' (choices: hic, ih26m, procedural, reih)"),
+     "--set test.dataset=foo: invalid value 'foo' for 'test.dataset' (choices: hic, ih26m, mscoco, procedural, reih)"),
     ("handrecon.data.procedural:ProceduralConfig", ["image_size=[0, 64]"], "image_size[0] must be >= 1, got 0"),
     ("handrecon.data.procedural:ProceduralConfig", ["single_hand_prob=2"], "single_hand_prob must be in [0, 1], got 2.0"),
     ("handrecon.data.procedural:ProceduralConfig", ["interaction_weights=[-1, 1, 1, 1]"],

@@ -77,7 +77,7 @@ def assert_mano_fields_reproduce_verts(sample: dict, hand_model) -> None:
 
 def test_registry_lists_and_creates(tmp_path, hand_model):
     assert {"ih26m", "reih", "hic"} <= set(list_readers())
-    with pytest.raises(UserError, match="unknown dataset reader 'nope'.*hic, ih26m, reih"):
+    with pytest.raises(UserError, match="unknown dataset reader 'nope'.*hic, ih26m, mscoco, reih"):
         create_reader("nope", tmp_path, "test", hand_model)
     with pytest.raises(UserError, match="no option 'subst'.*subset"):
         create_reader("ih26m", tmp_path, "test", hand_model, subst="all")
@@ -449,13 +449,13 @@ def test_every_dataset_is_declared_once_with_its_reader_rules_and_card():
     from handrecon.metrics import DATASET_RULES
 
     repo = Path(__file__).resolve().parents[1]
-    assert list_datasets() == ["hic", "ih26m", "procedural", "reih"]
+    assert list_datasets() == ["hic", "ih26m", "mscoco", "procedural", "reih"]
     for name in list_datasets():
         spec = dataset_spec(name)
         assert spec.reader in list_readers() and spec.rules in DATASET_RULES and (repo / spec.card).is_file(), spec
     assert dataset_spec("ih26m").protocol_options == {"subset": "human_annot"}  # InterWild's H test set
     assert dataset_spec("procedural").protocol_options == {}
-    with pytest.raises(UserError, match="unknown dataset 'nope'; choose one of: hic, ih26m, procedural, reih"):
+    with pytest.raises(UserError, match="unknown dataset 'nope'; choose one of: hic, ih26m, mscoco, procedural, reih"):
         dataset_spec("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_dataset("hic", reader="ih26m", rules="hic", card="datasets/hic.md")

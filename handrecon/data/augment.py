@@ -28,8 +28,9 @@ image_size      output size                              unchanged
 focal           f' (= s f with square pixels)            unchanged
 princpt         A c + b                                  (W-1-cx, cy)
 verts, joints3d R_z X (zeros stay zeros)                 S X, right and left blocks swapped
-joints2d        A p + b, valid joints (= projection)     (W-1-x, y), hands swapped
+joints2d        A p + b, 2D-valid joints (= projection)  (W-1-x, y), hands swapped
 joints_valid    unchanged (see below)                    hands swapped
+joints2d_valid  unchanged                                hands swapped
 boxes           readers' rule on the new 2D joints       readers' rule on the new 2D joints
 mano_pose       orient -> R_z R(orient); rest unchanged  (a, b, c) -> (a, -b, -c), 16 joints; swapped
 mano_transl     exact, HandModel.to_camera               exact: t' = S (J0_src + t) - J0_dst
@@ -41,7 +42,7 @@ hand_type       unchanged                                'right' <-> 'left', 'in
 A joint warped out of the output stays valid: its 3D label is still right, and truncation can
 be derived from joints2d and image_size where a loss needs it.
 
-Boxes: a hand with valid joints gets ``box_from_points`` of its warped valid joints (the same
+Boxes: a hand with 2D-valid joints gets ``box_from_points`` of its warped valid joints (the same
 margin and clipping as the readers, clipped to the output image); a hand with a box but no
 valid joint gets the bounding box of its warped box corners; a box left with no area (the hand
 was warped out of the output) becomes zeros. Its 3D labels and validity are kept.
@@ -256,7 +257,7 @@ def _boxes_after(sample: dict, lin: np.ndarray, off: np.ndarray, joints2d: np.nd
     h, w = out_size
     for hand in range(2):
         part = slice(hand * NUM_JOINTS, (hand + 1) * NUM_JOINTS)
-        valid = np.asarray(sample["joints_valid"][part], dtype=bool)
+        valid = np.asarray(sample["joints2d_valid"][part], dtype=bool)
         old = np.asarray(sample["boxes"][hand], dtype=np.float64)
         if valid.any():
             box = box_from_points(joints2d[part].astype(np.float64), valid, out_size).astype(np.float64)
@@ -301,10 +302,11 @@ def flip_sample(sample: dict, hand_model: HandModel) -> dict:
     mirror3 = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
     out["verts"] = _swap_hands(sample["verts"] * mirror3, NUM_VERTS).astype(np.float32)
     out["joints3d"] = _swap_hands(sample["joints3d"] * mirror3, NUM_JOINTS).astype(np.float32)
-    valid = np.asarray(sample["joints_valid"], dtype=bool)
-    j2d = np.where(valid[:, None], np.stack([w - 1 - sample["joints2d"][:, 0], sample["joints2d"][:, 1]], 1), 0.0)
+    valid2d = np.asarray(sample["joints2d_valid"], dtype=bool)
+    j2d = np.where(valid2d[:, None], np.stack([w - 1 - sample["joints2d"][:, 0], sample["joints2d"][:, 1]], 1), 0.0)
     out["joints2d"] = _swap_hands(j2d, NUM_JOINTS).astype(np.float32)
-    out["joints_valid"] = _swap_hands(valid, NUM_JOINTS)
+    out["joints2d_valid"] = _swap_hands(valid2d, NUM_JOINTS)
+    out["joints_valid"] = _swap_hands(np.asarray(sample["joints_valid"], dtype=bool), NUM_JOINTS)
     for key in ("mano_valid", "mesh_valid", "mano_shape"):
         out[key] = np.asarray(sample[key])[::-1].copy()
     pose = (np.asarray(sample["mano_pose"], dtype=np.float64).reshape(2, 16, 3) * _MIRROR_AXIS_ANGLE).reshape(2, 48)
@@ -323,7 +325,7 @@ def flip_sample(sample: dict, hand_model: HandModel) -> dict:
         out["mano_transl"][dst] = _MIRROR @ (root_src + sample["mano_transl"][src]) - root_dst
     out["hand_type"] = _HAND_TYPE_FLIP[sample["hand_type"]]
     out["boxes"] = _boxes_after(
-        {"joints_valid": out["joints_valid"], "boxes": sample["boxes"][::-1]},
+        {"joints2d_valid": out["joints2d_valid"], "boxes": sample["boxes"][::-1]},
         np.diag([-1.0, 1.0]), np.array([w - 1.0, 0.0]), out["joints2d"], (int(sample["image_size"][0]), w),
     )  # fmt: skip
     return out
@@ -406,7 +408,7 @@ def affine_sample(
             _roll_mano(sample, out, rot, hand_model)
 
     lin, off = matrix[:, :2], matrix[:, 2]
-    valid = np.asarray(sample["joints_valid"], dtype=bool)
+    valid = np.asarray(sample["joints2d_valid"], dtype=bool)
     # 2D labels follow the image (exact: = projection with the new camera when they were one before)
     j2d = np.where(valid[:, None], sample["joints2d"].astype(np.float64) @ lin.T + off, 0.0)
     out["joints2d"] = j2d.astype(np.float32)

@@ -4,28 +4,31 @@ A sample is a plain dict (so it collates with torch's default collate) with thes
 Right hand first everywhere; index 0 = right, 1 = left. Camera frame: x right, y down, z
 forward; pixel (row r, col c) has its centre at image coordinates (x=c, y=r).
 
-| key           | type / shape              | meaning                                                      |
-|---------------|---------------------------|--------------------------------------------------------------|
-| sample_id     | str                       | unique within the dataset (IH2.6M-format data: the annotation id) |
-| source        | str                       | dataset tag: 'ih26m', 'reih', 'hic', 'procedural', 'synth', ... |
-| image         | uint8 (H, W, 3) RGB       | absent when the reader was built with load_images=False       |
-| image_path    | str                       | absolute path of the image file                              |
-| image_size    | int64 (2,)                | (H, W)                                                       |
-| focal         | float32 (2,)              | (fx, fy) pixels                                              |
-| princpt       | float32 (2,)              | (cx, cy) pixels                                              |
-| hand_type     | str                       | 'right', 'left' or 'interacting'                             |
-| mano_valid    | bool (2,)                 | MANO parameters present for (right, left)                    |
-| mano_pose     | float32 (2, 48)           | axis-angle, global orient then 15 joints, relative to MANO's hand mean (flat_hand_mean=False), camera frame |
-| mano_shape    | float32 (2, 10)           | betas                                                        |
-| mano_transl   | float32 (2, 3)            | metres; with mano_pose and mano_shape, HandModel gives `verts` |
-| mesh_valid    | bool (2,)                 | a ground-truth mesh exists for (right, left)                 |
-| verts         | float32 (1556, 3)         | two-hand mesh, metres, camera frame; zeros where not valid   |
-| joints3d      | float32 (42, 3)           | metres, camera frame, our 21-joint order per hand (constants.JOINT_NAMES) |
-| joints2d      | float32 (42, 2)           | pixels                                                       |
-| joints_valid  | bool (42,)                | per joint                                                    |
-| boxes         | float32 (2, 4)            | per-hand box x0, y0, x1, y1 in pixels; zeros where the hand is absent |
+| key            | type / shape              | meaning                                                      |
+|----------------|---------------------------|--------------------------------------------------------------|
+| sample_id      | str                       | unique within the dataset (IH2.6M-format data: the annotation id) |
+| source         | str                       | dataset tag: 'ih26m', 'reih', 'hic', 'procedural', 'synth', ... |
+| image          | uint8 (H, W, 3) RGB       | absent when the reader was built with load_images=False       |
+| image_path     | str                       | absolute path of the image file                              |
+| image_size     | int64 (2,)                | (H, W)                                                       |
+| focal          | float32 (2,)              | (fx, fy) pixels                                              |
+| princpt        | float32 (2,)              | (cx, cy) pixels                                              |
+| hand_type      | str                       | 'right', 'left' or 'interacting'                             |
+| mano_valid     | bool (2,)                 | MANO parameters present for (right, left)                    |
+| mano_pose      | float32 (2, 48)           | axis-angle, global orient then 15 joints, relative to MANO's hand mean (flat_hand_mean=False), camera frame |
+| mano_shape     | float32 (2, 10)           | betas                                                        |
+| mano_transl    | float32 (2, 3)            | metres; with mano_pose and mano_shape, HandModel gives `verts` |
+| mesh_valid     | bool (2,)                 | a ground-truth mesh exists for (right, left)                 |
+| verts          | float32 (1556, 3)         | two-hand mesh, metres, camera frame; zeros where not valid   |
+| joints3d       | float32 (42, 3)           | metres, camera frame, our 21-joint order per hand (constants.JOINT_NAMES) |
+| joints2d       | float32 (42, 2)           | pixels                                                       |
+| joints_valid   | bool (42,)                | per joint: the 3D label (joints3d) and its 2D label are valid |
+| joints2d_valid | bool (42,)                | per joint: the 2D label is valid; True wherever joints_valid is, and also where only 2D was annotated (MSCOCO) |
+| boxes          | float32 (2, 4)            | per-hand box x0, y0, x1, y1 in pixels; zeros where the hand is absent |
 
 Absent values are zeros with the matching validity flag False, never NaN, so batches stay finite.
+3D losses and metrics read `joints_valid`; 2D losses and the 2D label transforms read
+`joints2d_valid`, so a sample with 2D keypoints only has joints_valid False and joints2d_valid True.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ SAMPLE_FIELDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     "joints3d": ("f", (42, 3)),
     "joints2d": ("f", (42, 2)),
     "joints_valid": ("b", (42,)),
+    "joints2d_valid": ("b", (42,)),
     "boxes": ("f", (2, 4)),
 }
 
@@ -72,6 +76,8 @@ def check_sample(sample: dict, where: str = "sample") -> None:
             raise ValueError(f"{where}: field '{key}' must be {kind}{shape}, got {arr.dtype}{arr.shape}")
         if kind == "f" and not np.isfinite(arr).all():
             raise ValueError(f"{where}: field '{key}' has non-finite values")
+    if np.any(np.asarray(sample["joints_valid"]) & ~np.asarray(sample["joints2d_valid"])):
+        raise ValueError(f"{where}: field 'joints2d_valid' must be True wherever 'joints_valid' is")
     if sample["hand_type"] not in HAND_TYPES:
         raise ValueError(f"{where}: field 'hand_type' must be one of {HAND_TYPES}, got {sample['hand_type']!r}")
     if "image" in sample:

@@ -172,6 +172,7 @@ class ShardSource(torch.utils.data.Dataset):
                 sample["verts"][NUM_VERTS * h : NUM_VERTS * (h + 1)] = out.vertices[0].numpy()
                 sample["joints3d"][NUM_JOINTS * h : NUM_JOINTS * (h + 1)] = out.joints[0].numpy()
                 sample["joints_valid"][NUM_JOINTS * h : NUM_JOINTS * (h + 1)] = True
+        sample["joints2d_valid"] = sample["joints_valid"].copy()
         uv = project(sample["joints3d"], sample["focal"], sample["princpt"])
         sample["joints2d"] = np.where(sample["joints_valid"][:, None], uv, 0.0).astype(np.float32)
         if self.load_images:

@@ -199,7 +199,7 @@ class DIRNet(HandRegressor):
         b = out["verts"].shape[0]
         size = self.input_size[0]
         gt2d = batch["joints2d"].float().reshape(b, 2, NUM_JOINTS, 2) / size
-        valid2d = batch["joints_valid"].bool().reshape(b, 2, NUM_JOINTS)
+        valid2d = batch["joints2d_valid"].bool().reshape(b, 2, NUM_JOINTS)
         mesh_valid = batch["mesh_valid"].bool()
         gt_verts = batch["verts"].float().reshape(b, 2, -1, 3)
         terms: dict[str, torch.Tensor] = {}

@@ -275,8 +275,9 @@ class InterWildNet(HandRegressor):
         terms["box_centre"] = masked_mean(err(out["box_centre"] * cells, gt_centre * cells), has_box)
         terms["box_size"] = masked_mean(err(out["box_size"] * cells, gt_size * cells), has_box)
 
-        # joint heatmap positions and projections, in hand heatmap cells of each crop
-        valid = batch["joints_valid"].bool().reshape(b, 2, NUM_JOINTS)
+        # joint heatmap positions and projections, in hand heatmap cells of each crop; x, y count
+        # wherever the 2D label is valid, depth only where the 3D label is (InterWild's is_3D)
+        valid = batch["joints2d_valid"].bool().reshape(b, 2, NUM_JOINTS)
         gt2d = batch["joints2d"].float().reshape(b, 2, NUM_JOINTS, 2)
         crop_gt = torch.stack([image_to_crop(gt2d[:, i], out["roi"][:, i], c.hand_size) for i in range(2)], 1)
         hm = self.heatmap_cells
@@ -284,6 +285,8 @@ class InterWildNet(HandRegressor):
         gt_depth = (gt_rel[..., 2] / c.depth_range + 0.5) * c.heatmap_depth
         gt_img = torch.cat([(crop_gt + 0.5) * hm / c.hand_size - 0.5, gt_depth[..., None]], -1)
         inside = ((crop_gt >= -0.5) & (crop_gt <= c.hand_size - 0.5)).all(-1)
-        terms["joint_img"] = masked_mean(err(out["joint_img"], gt_img), targets["joints_rel_mask"].reshape(b, 2, NUM_JOINTS) & inside)
+        has_depth = targets["joints_rel_mask"].reshape(b, 2, NUM_JOINTS)
+        img_mask = torch.stack([valid & inside, valid & inside, has_depth & inside], -1)
+        terms["joint_img"] = masked_mean(err(out["joint_img"], gt_img), img_mask)
         terms["joint_proj"] = masked_mean(err(out["joint_proj"] * hm / c.hand_size, crop_gt * hm / c.hand_size), valid)
         return self.weigh(terms)

@@ -4,7 +4,8 @@
     sample = reader[0]  # the sample dict of handrecon.data.sample: metres, camera frame
 
 Built-in readers: 'ih26m' (InterHand2.6M, also the procedural stand-in written in its format),
-'reih' (Re:InterHand), 'hic' (HIC). Their modules are imported on first use, not at import time.
+'reih' (Re:InterHand), 'hic' (HIC), 'mscoco' (MSCOCO-WholeBody: 2D hands, optional MANO fits).
+Their modules are imported on first use, not at import time.
 New readers register themselves with `@register_reader("name")`.
 
 Datasets. A dataset name (what `tools/eval.py --dataset`, `val.dataset` and sweeps take) is
@@ -27,7 +28,7 @@ from ...errors import UserError
 T = TypeVar("T", bound=type)
 
 # reader name -> module (relative to this package) that registers it when imported
-_BUILTIN_MODULES = {"ih26m": ".interhand", "reih": ".reinterhand", "hic": ".hic"}
+_BUILTIN_MODULES = {"ih26m": ".interhand", "reih": ".reinterhand", "hic": ".hic", "mscoco": ".mscoco"}
 _REGISTRY: dict[str, type] = {}
 
 

@@ -196,14 +196,17 @@ def put_hand(sample: dict, hand: int, **fields: np.ndarray) -> None:
     """Write one hand's slice of the sample arrays: hand 0 = right, 1 = left.
 
     Keys: mano_pose (48,), mano_shape (10,), mano_transl (3,), verts (778, 3), joints3d (21, 3),
-    joints2d (21, 2), joints_valid (21,), boxes (4,), mano_valid / mesh_valid (bool).
+    joints2d (21, 2), joints_valid (21,), joints2d_valid (21,), boxes (4,), mano_valid / mesh_valid
+    (bool). joints2d_valid defaults to joints_valid (a 3D label comes with its 2D label).
     """
     joint_slice = slice(hand * NUM_JOINTS, (hand + 1) * NUM_JOINTS)
     vert_slice = slice(hand * NUM_VERTS, (hand + 1) * NUM_VERTS)
+    if "joints_valid" in fields and "joints2d_valid" not in fields:
+        fields["joints2d_valid"] = fields["joints_valid"]
     for key, value in fields.items():
         if key == "verts":
             sample[key][vert_slice] = value
-        elif key in ("joints3d", "joints2d", "joints_valid"):
+        elif key in ("joints3d", "joints2d", "joints_valid", "joints2d_valid"):
             sample[key][joint_slice] = value
         else:
             sample[key][hand] = value
