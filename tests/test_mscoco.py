@@ -385,3 +385,23 @@ def test_metrics_rules_and_mixed_collation(coco, coco_val, hand_model, tmp_path)
     assert ih["joints2d_valid"].tolist() == ih["joints_valid"].tolist()
     out = default_collate([crop_to_input(copy.deepcopy(x), (32, 32)) for x in (coco_sample, ih)])
     assert out["joints2d_valid"].shape == (2, 42) and out["source"] == ["mscoco", "ih26m"]
+
+
+def test_reader_options_reach_the_reader_through_a_named_source(coco, hand_model):
+    """data.sources.NAME.options are the reader's keyword options (crop, mano_fits); a wrong one
+    is an error naming the source and the reader's valid options."""
+    from handrecon.config import load_config
+    from handrecon.data.loader import build_mixed_loader
+    from handrecon.engine import Experiment
+    from handrecon.errors import UserError
+
+    root, _ = coco
+    base = ["data.batch_size=2", "data.num_workers=0"]
+    person = load_config(Experiment, None, [*base, f"data.sources.real={{kind: mscoco, root: {root}}}"])
+    hands = load_config(Experiment, None, [*base, f"data.sources.real={{kind: mscoco, root: {root}, options: {{crop: hand}}}}"])
+    sizes = [build_mixed_loader(cfg.data, hand_model)[2].sizes["real"] for cfg in (person, hands)]
+    expected = [len(create_reader("mscoco", root, "train", hand_model, load_images=False, crop=crop)) for crop in ("person", "hand")]
+    assert sizes == expected and expected[0] != expected[1]
+    wrong = load_config(Experiment, None, [*base, f"data.sources.real={{kind: mscoco, root: {root}, options: {{crops: hand}}}}"])
+    with pytest.raises(UserError, match=r"data.sources.real: dataset reader 'mscoco' has no option 'crops'; valid options: .*crop"):
+        build_mixed_loader(wrong.data, hand_model)

@@ -38,7 +38,7 @@ class SourceConfig:
     kind: str = "ih26m"  # a reader name (ih26m, reih, hic, ...), 'shards' (a cache folder) or 'live' (generation during training)
     root: str = ""  # the dataset or cache folder; live: a generator training run (its newest ControlNet and settings) or empty
     split: str = "train"
-    options: dict[str, Any] = field(default_factory=dict)  # live only: its generator job and queue settings (synth/live.py)
+    options: dict[str, Any] = field(default_factory=dict)  # reader options (ih26m subset, mscoco crop / mano_fits, ...); live: its job and queue
 
 
 #: Source kinds built by other packages: kind -> build(cfg, hand_model, name) (`live`: synth.live).
@@ -104,8 +104,8 @@ def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = T
         if cfg.kind not in _SOURCE_KINDS:
             raise UserError(f"{where}: kind '{cfg.kind}' is provided by {_SOURCE_KIND_MODULES[cfg.kind]}: import it first (tools/train.py does)")
         return _SOURCE_KINDS[cfg.kind](cfg, hand_model, name or cfg.kind)
-    if cfg.options:
-        raise UserError(f"{where}.options: kind '{cfg.kind}' takes no options (only {sorted(_SOURCE_KIND_MODULES)} do), got {sorted(cfg.options)}")
+    if cfg.kind == "shards" and cfg.options:
+        raise UserError(f"{where}.options: kind 'shards' takes no options, got {sorted(cfg.options)}")
     if not cfg.root:
         raise UserError(f"{where} has no root folder: set its 'root'")
     if cfg.kind == "shards":
@@ -114,7 +114,10 @@ def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = T
         return ShardSource(cfg.root, hand_model, load_images=load_images)
     from .readers import create_reader
 
-    return create_reader(cfg.kind, cfg.root, cfg.split, hand_model, load_images=load_images)
+    try:
+        return create_reader(cfg.kind, cfg.root, cfg.split, hand_model, load_images=load_images, **cfg.options)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from exc
 
 
 class MappedDataset(torch.utils.data.Dataset):
