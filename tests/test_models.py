@@ -7,10 +7,13 @@ import torch
 from torch.utils.data import default_collate
 
 from handrecon import metrics
+from handrecon.config import FieldError
 from handrecon.data.augment import crop_to_input
 from handrecon.data.readers import create_reader
 from handrecon.errors import UserError
 from handrecon.models import OUTPUT_KEYS, ModelConfig, build_model, create_model, list_models
+from handrecon.models.dir import DIRConfig
+from handrecon.models.interwild import InterWildConfig
 from handrecon.models.layers import crop_images
 
 TINY = [name for name in list_models() if name.endswith("_tiny")]
@@ -93,6 +96,17 @@ def test_wrong_input_size_and_options_are_clear_errors(hand_model):
         create_model("interwild_tiny", hand_model, sigma=0)
     with pytest.raises(UserError, match=r"^model 'interwild_tiny': loss_weights.verts must be >= 0, got -1.0$"):
         create_model("interwild_tiny", hand_model, loss_weights={"verts": -1.0})
+
+
+def test_architecture_configs_report_bad_values_as_field_errors():
+    with pytest.raises(FieldError, match=r"^roi_boxes must be 'pred' or 'gt', got 'box'$"):
+        InterWildConfig(roi_boxes="box")
+    with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
+        InterWildConfig(loss="l2")
+    with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
+        DIRConfig(loss="l2")
+    with pytest.raises(FieldError, match=r"^input_size must be square for the weak-perspective camera, got \(64, 32\)$"):
+        DIRConfig(input_size=(64, 32))
 
 
 def test_pretrained_weights_come_from_a_local_file(hand_model, tmp_path):
