@@ -100,6 +100,9 @@ def test_wrong_input_size_and_options_are_clear_errors(hand_model):
         create_model("interwild_tiny", hand_model, loss_weights={"verts": -1.0})
     with pytest.raises(ConfigError, match=r"^expected int for 'interwild_tiny\.hand_size', got '64'$"):
         create_model("interwild_tiny", hand_model, hand_size="64")
+    # the crop side must give whole feature cells: an error when the model is built, not at its first batch
+    with pytest.raises(UserError, match=r"^hand_size must be a multiple of the stride of backbone 'test_resnet' \(32\), got 48$"):
+        create_model("interwild_tiny", hand_model, hand_size=48)
 
 
 def test_architecture_configs_report_bad_values_as_field_errors():

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..camera import project
 from ..config import FieldError, check_fields
+from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import rot6d_to_axis_angle
 from ..losses import ELEMENTWISE, masked_mean
@@ -117,6 +118,9 @@ class InterWildNet(HandRegressor):
         # 3. hand network
         self.backbone = Backbone(c.backbone, c.pretrained)
         hc = self.backbone.channels
+        if c.hand_size % self.backbone.stride:
+            stride = self.backbone.stride
+            raise UserError(f"hand_size must be a multiple of the stride of backbone '{c.backbone}' ({stride}), got {c.hand_size}")
         self.heatmap_cells = c.hand_size // self.backbone.stride  # side of the joint heatmaps
         self.position = nn.Conv2d(hc, NUM_JOINTS * c.heatmap_depth, 1)
         self.rot_conv = conv_bn_relu(hc, c.rot_channels, 1)
