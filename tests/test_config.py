@@ -668,10 +668,28 @@ BAD_VALUES = [
     (EXPERIMENT, ["augment.jpeg_quality_range=[0, 90]"], "augment.jpeg_quality_range[0] must be in [1, 100], got 0"),
     (EXPERIMENT, ["augment.occlusion_size_range=[0.1, 1.5]"], "augment.occlusion_size_range[1] must be in (0, 1], got 1.5"),
     (EXPERIMENT, ["augment.framing=body"], "augment.framing must be one of ['hands', 'image'], got 'body'"),
-    (EXPERIMENT, ["model.input_size=[0, 64]"], "model.input_size[0] must be >= 1, got 0"),
-    (EXPERIMENT, ["model.hand_size=0"], "model.hand_size must be >= 1 or null, got 0"),
-    (EXPERIMENT, ["model.refine_stages=-1"], "model.refine_stages must be >= 0 or null, got -1"),
-    (EXPERIMENT, ["model.loss_weights.verts=-1"], "model.loss_weights.verts must be >= 0, got -1.0"),
+    (EXPERIMENT, ["model.options.input_size=[0, 64]"], "model.options.input_size[0] must be >= 1, got 0"),
+    (EXPERIMENT, ["model.options.hand_size=0"], "model.options.hand_size must be >= 1, got 0"),
+    (EXPERIMENT, ["model.name=dir", "model.options.refine_stages=-1"], "model.options.refine_stages must be >= 0, got -1"),
+    (EXPERIMENT, ["model.options.loss_weights.verts=-1"], "model.options.loss_weights.verts must be >= 0, got -1.0"),
+    (EXPERIMENT, ["model.name=dir_tiny", "model.options.input_size=[64, 32]"],
+     "model.options.input_size must be square for the weak-perspective camera, got (64, 32)"),
+    (EXPERIMENT, ["model.options.roi_boxes=box"], "model.options.roi_boxes must be 'pred' or 'gt', got 'box'"),
+    (EXPERIMENT, ["model.options.loss=l2"], "model.options.loss must be one of ['l1', 'smooth_l1'], got 'l2'"),
+    (EXPERIMENT, ["model.options.hand_size=x"], "expected int for 'model.options.hand_size', got 'x'"),
+    (EXPERIMENT, ["model.name=nope"], "model.name must be a registered model (dir, dir_tiny, interwild, interwild_tiny), got 'nope'"),
+    (EXPERIMENT, ["model.options.hand_sise=64"],
+     "unknown key 'model.options.hand_sise' (valid keys under 'model.options': backbone, body_backbone, body_size, box_channels, "
+     "box_deconvs, camera_3d_size, depth_range, hand_size, heatmap_depth, input_size, loss, loss_weights, pretrained, roi_boxes, "
+     "roi_scale, rot_channels, sigma, trans_backbone, trans_channels, trans_heatmap, trans_pretrained, virtual_focal; "
+     "did you mean 'model.options.hand_size'?)"),
+    (EXPERIMENT, ["model.name=dir_tiny", "model.options.hand_size=64"],  # an option of another architecture
+     "unknown key 'model.options.hand_size' (valid keys under 'model.options': backbone, heads, hidden, init_scale, input_size, loss, "
+     "loss_weights, offset_scale, pca_components, pretrained, refine_stages; did you mean 'model.options.input_size'?)"),
+    (EXPERIMENT, ["model.options=[1]"], "--set model.options=[1]: expected mapping for 'model.options', got [1]"),
+    (EXPERIMENT, ["model.hand_size=64"],  # the flat keys of older run configs
+     "--set model.hand_size=64: unknown key 'model.hand_size' (valid keys under 'model': name, options)"),
+    ("handrecon.sweep:Sweep", ["experiment.model.options.sigma=0"], "experiment.model.options.sigma must be > 0, got 0.0"),
     ("handrecon.sweep:Sweep", ["experiment.data.batch_size=0"], "experiment.data.batch_size must be >= 1, got 0"),
     ("handrecon.sweep:Sweep", ["ratios=[0.0, 1.0]"], "ratios[1] must be in [0, 1), got 1.0"),
     ("handrecon.sweep:Sweep", ["seeds=[0, -1]"], "seeds[1] must be >= 0, got -1"),
@@ -761,9 +779,11 @@ def test_meaningful_edge_values_are_accepted():
     cfg = load_config(schema(EXPERIMENT), overrides=[
         "val.max_samples=null", "val.images=0", "train.val_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
         "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.75, synth: 0.25}",
-        "augment.flip_prob=0", "augment.rotation_prob=1", "model.refine_stages=0", "model.loss_weights.verts=0",
+        "augment.flip_prob=0", "augment.rotation_prob=1", "model.name=dir", "model.options.refine_stages=0",
+        "model.options.loss_weights.verts=0",
     ])  # fmt: skip
     assert cfg.data.ratios == {"real": 0.75, "synth": 0.25}
+    assert cfg.model.options == {"refine_stages": 0, "loss_weights": {"verts": 0.0}}
 
 
 @dataclass

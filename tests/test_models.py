@@ -7,10 +7,14 @@ import torch
 from torch.utils.data import default_collate
 
 from handrecon import metrics
+from handrecon.config import ConfigError, FieldError, load_config, save_config
 from handrecon.data.augment import crop_to_input
 from handrecon.data.readers import create_reader
+from handrecon.engine import Experiment
 from handrecon.errors import UserError
-from handrecon.models import OUTPUT_KEYS, ModelConfig, build_model, create_model, list_models
+from handrecon.models import OUTPUT_KEYS, ModelConfig, build_model, create_model, list_models, model_config
+from handrecon.models.dir import DIRConfig
+from handrecon.models.interwild import InterWildConfig
 from handrecon.models.layers import crop_images
 
 TINY = [name for name in list_models() if name.endswith("_tiny")]
@@ -81,18 +85,86 @@ def test_wrong_input_size_and_options_are_clear_errors(hand_model):
     model = create_model("dir_tiny", hand_model)
     with pytest.raises(ValueError, match=r"reads \(64, 64\)"):
         model({"image": torch.zeros(1, 32, 32, 3, dtype=torch.uint8)})
-    with pytest.raises(UserError, match="no option"):
+    # options are checked by the architecture's config, errors named under the model's name
+    with pytest.raises(ConfigError, match=r"^unknown key 'dir_tiny\.not_an_option' \(valid keys under 'dir_tiny': backbone, heads, "):
         create_model("dir_tiny", hand_model, not_an_option=1)
     with pytest.raises(UserError, match="unknown model 'nope'"):
         create_model("nope", hand_model)
     with pytest.raises(UserError, match="no loss term"):
-        build_model(ModelConfig(name="dir_tiny", loss_weights={"boxes": 1.0}), hand_model)
-    with pytest.raises(UserError, match=r"^model 'dir_tiny': hidden must be a multiple of heads \(2\), got 33$"):
+        build_model(ModelConfig(name="dir_tiny", options={"loss_weights": {"boxes": 1.0}}), hand_model)
+    with pytest.raises(ConfigError, match=r"^dir_tiny\.hidden must be a multiple of heads \(2\), got 33$"):
         create_model("dir_tiny", hand_model, hidden=33)
-    with pytest.raises(UserError, match=r"^model 'interwild_tiny': sigma must be > 0, got 0$"):
+    with pytest.raises(ConfigError, match=r"^interwild_tiny\.sigma must be > 0, got 0\.0$"):
         create_model("interwild_tiny", hand_model, sigma=0)
-    with pytest.raises(UserError, match=r"^model 'interwild_tiny': loss_weights.verts must be >= 0, got -1.0$"):
+    with pytest.raises(ConfigError, match=r"^interwild_tiny\.loss_weights\.verts must be >= 0, got -1\.0$"):
         create_model("interwild_tiny", hand_model, loss_weights={"verts": -1.0})
+    with pytest.raises(ConfigError, match=r"^expected int for 'interwild_tiny\.hand_size', got '64'$"):
+        create_model("interwild_tiny", hand_model, hand_size="64")
+    # the crop side must give whole feature cells: an error when the model is built, not at its first batch
+    with pytest.raises(UserError, match=r"^hand_size must be a multiple of the stride of backbone 'test_resnet' \(32\), got 48$"):
+        create_model("interwild_tiny", hand_model, hand_size=48)
+
+
+def test_architecture_configs_report_bad_values_as_field_errors():
+    with pytest.raises(FieldError, match=r"^roi_boxes must be 'pred' or 'gt', got 'box'$"):
+        InterWildConfig(roi_boxes="box")
+    with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
+        InterWildConfig(loss="l2")
+    with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
+        DIRConfig(loss="l2")
+    with pytest.raises(FieldError, match=r"^input_size must be square for the weak-perspective camera, got \(64, 32\)$"):
+        DIRConfig(input_size=(64, 32))
+
+
+def test_every_registered_preset_is_a_valid_config_of_its_schema():
+    from handrecon.models import _REGISTRY
+
+    schemas = {"interwild": InterWildConfig, "dir": DIRConfig}
+    for name in list_models():
+        entry = _REGISTRY[name]
+        assert entry.config is schemas[name.removesuffix("_tiny")], name
+        cfg = model_config(name)
+        assert isinstance(cfg, entry.config)
+        assert {k: getattr(cfg, k) for k in entry.preset} == dict(entry.preset), name
+        assert cfg == entry.config(**entry.preset)  # the rest are the schema's defaults
+    assert model_config("dir_tiny").input_size == (64, 64) and model_config("dir").input_size == (256, 256)
+    # an option replaces the preset's value, the other preset values stay
+    assert model_config("interwild_tiny", hand_size=32) == InterWildConfig(**{**_REGISTRY["interwild_tiny"].preset, "hand_size": 32})
+
+
+def test_options_reach_the_built_model(hand_model):
+    default = create_model("interwild_tiny", hand_model)
+    model = create_model("interwild_tiny", hand_model, hand_size=128, heatmap_depth=2)
+    stride = model.backbone.stride
+    assert (default.cfg.hand_size, default.heatmap_cells) == (64, 64 // stride)
+    assert (model.cfg.hand_size, model.heatmap_cells) == (128, 128 // stride)  # the crop side and its heatmap
+    assert default.position.weight.shape[0] == 21 * 4 and model.position.weight.shape[0] == 21 * 2
+    dir_model = build_model(ModelConfig(name="dir_tiny", options={"refine_stages": 1, "hidden": 16}), hand_model)
+    assert len(dir_model.stages) == 1 and dir_model.feat_proj.weight.shape[0] == 16
+
+
+def test_yaml_options_and_a_dotted_set_merge_deeply(hand_model, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: interwild_tiny\n  options: {hand_size: 96, heatmap_depth: 2, loss_weights: {joints: 2}}\n")
+    cfg = load_config(Experiment, path, ["model.options.loss_weights.verts=0", "model.options.body_backbone=test_resnet"])
+    assert cfg.model.options == {
+        "hand_size": 96, "heatmap_depth": 2, "loss_weights": {"joints": 2.0, "verts": 0.0}, "body_backbone": "test_resnet",
+    }  # fmt: skip
+    assert load_config(Experiment, save_config(cfg, tmp_path / "run" / "config.yaml")) == cfg  # what a run folder records
+    model = build_model(cfg.model, hand_model)
+    assert model.cfg.hand_size == 96 and model.position.weight.shape[0] == 21 * 2
+    assert model.loss_weights["joints"] == 2.0 and model.loss_weights["verts"] == 0.0
+    assert model.loss_weights["mano_pose"] == type(model).default_loss_weights()["mano_pose"]
+    # a str option keeps the --set text as written
+    assert load_config(Experiment, path, ["model.options.pretrained=007"]).model.options["pretrained"] == "007"
+
+
+def test_model_config_errors_outside_the_loader():
+    with pytest.raises(FieldError, match=r"^name must be a registered model \(dir, dir_tiny, interwild, interwild_tiny\), got 'nope'$"):
+        ModelConfig(name="nope")
+    with pytest.raises(ConfigError, match=r"^options\.hidden must be a multiple of heads \(2\), got 33$"):
+        ModelConfig(name="dir_tiny", options={"hidden": 33})
+    assert ModelConfig(name="dir_tiny", options={"input_size": [32, 32]}).options == {"input_size": (32, 32)}
 
 
 def test_pretrained_weights_come_from_a_local_file(hand_model, tmp_path):

@@ -104,7 +104,8 @@ def test_print_config_shows_the_merged_config_with_comments(tool, capsys, monkey
     text = _run_in_process(tool, [*required, "--print-config", "--set", *example], capsys, monkeypatch)
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(schema, tmp_path / "printed.yaml") == load_config(schema, None, example)
-    commented = {line.split(":")[0].strip() for line in text.splitlines() if "  # " in line}
+    # comment-only lines (a model's resolved options) are not config keys
+    commented = {line.split(":")[0].strip() for line in text.splitlines() if "  # " in line and not line.lstrip().startswith("#")}
     assert commented and commented <= {name for cls in _sections(schema) for name in field_comments(cls)}
 
 
@@ -129,6 +130,9 @@ def test_print_config_of_the_tiny_training_config(capsys, monkeypatch, tmp_path)
     text = _run_in_process("train.py", [str(ROOT / "configs" / "train_tiny.yaml"), "--print-config"], capsys, monkeypatch)
     assert list(tmp_path.iterdir()) == []
     assert "  batch_size: 16  # per rank; >= 1\n" in text and "ratios: {real: 1.0}  # batch shares in [0, 1], summing to 1, by source name" in text
+    # the model's options, then every option of its architecture with the value it resolves to, as comments
+    assert "  options: {}  # " in text and "  # options, resolved (InterWildConfig):\n" in text
+    assert "  #   hand_size: 64  # side of the hand crops\n" in text and "  #   input_size: [128, 96]  # (H, W)" in text
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(Experiment, tmp_path / "printed.yaml") == load_config(Experiment, ROOT / "configs" / "train_tiny.yaml")
 
@@ -156,6 +160,7 @@ def test_make_standin_mano_writes_both_files(tmp_path):
         ("train.py", "train_tiny.yaml", "data.batch_size=-4", "data.batch_size must be >= 1, got -4"),
         ("train.py", "train_tiny.yaml", "val.max_samples=-1", "val.max_samples must be >= 1 or null, got -1"),
         ("train.py", "train_tiny.yaml", "optim.lr=-1e-3", "optim.lr must be > 0, got -0.001"),
+        ("train.py", "train_tiny.yaml", "model.options.hand_size=0", "model.options.hand_size must be >= 1, got 0"),
         ("synth_train.py", "synth_tiny.yaml", "train.log_every=0", "train.log_every must be >= 1, got 0"),
     ],
 )

@@ -22,7 +22,6 @@ weighted loss terms (a dict of scalars; their sum is what the trainer minimises)
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
 
 import torch
 from torch import nn
@@ -33,18 +32,6 @@ from ..hand_model.mano import HandModel
 from ..losses import ELEMENTWISE, hand_targets, masked_mean, root_relative_joints, root_relative_verts
 
 OUTPUT_KEYS = ("verts", "joints3d", "joints2d", "rel_trans", "mano_pose", "mano_shape")
-
-
-def make_config(schema: type, name: str, overrides: dict):
-    """`schema(**overrides)` with a clear error for a key the architecture does not have."""
-    known = {f.name for f in fields(schema)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UserError(f"model '{name}' has no option(s) {unknown}; its options are {sorted(known)}")
-    try:
-        return schema(**overrides)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"model '{name}': {exc}") from exc
 
 
 class HandRegressor(nn.Module):

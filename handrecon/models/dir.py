@@ -28,7 +28,7 @@ from ..camera import unproject
 from ..config import FieldError, check_fields
 from ..hand_model.constants import NUM_JOINTS, SKELETON_21
 from ..hand_model.rotation import rot6d_to_axis_angle
-from ..losses import edge_length_error, masked_mean, mesh_edges
+from ..losses import ELEMENTWISE, edge_length_error, masked_mean, mesh_edges
 from .backbone import Backbone
 from .base import HandRegressor
 from .layers import identity_rot6d, mlp, normalize_image, sample_at
@@ -45,13 +45,15 @@ class DIRConfig:
     heads: int = 4
     offset_scale: float = 0.15  # metres per unit of the predicted offset
     init_scale: float = 5.0  # weak-perspective scale at initialisation (normalised crop units per metre)
-    loss: str = "smooth_l1"
-    loss_weights: dict[str, float] = field(default_factory=dict)  # >= 0 each (0: off)
+    loss: str = "smooth_l1"  # elementwise error: l1 or smooth_l1
+    loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
 
     def __post_init__(self) -> None:
         check_fields(self, ">= 1", "input_size", "hidden", "heads")
         if self.input_size[0] != self.input_size[1]:
-            raise ValueError(f"input_size must be square for the weak-perspective camera, got {self.input_size}")
+            raise FieldError("input_size", "square for the weak-perspective camera", self.input_size)
+        if self.loss not in ELEMENTWISE:
+            raise FieldError("loss", f"one of {sorted(ELEMENTWISE)}", self.loss)
         check_fields(self, "in [1, 45]", "pca_components")
         check_fields(self, ">= 0", "refine_stages", "loss_weights")
         check_fields(self, "> 0", "offset_scale", "init_scale")

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..camera import project
-from ..config import check_fields
+from ..config import FieldError, check_fields
+from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import rot6d_to_axis_angle
-from ..losses import masked_mean
+from ..losses import ELEMENTWISE, masked_mean
 from .backbone import Backbone
 from .base import HandRegressor
 from .layers import (
@@ -86,12 +87,14 @@ class InterWildConfig:
     virtual_focal: float = 5000.0
     camera_3d_size: float = 0.6  # metres spanned by the crop at the depth where gamma = 1
     depth_range: float = 0.3  # metres of root-relative depth covered by the heatmap depth axis
-    loss: str = "l1"
-    loss_weights: dict[str, float] = field(default_factory=dict)  # >= 0 each (0: off)
+    loss: str = "l1"  # elementwise error: l1 or smooth_l1
+    loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
 
     def __post_init__(self) -> None:
         if self.roi_boxes not in ("pred", "gt"):
-            raise ValueError(f"roi_boxes must be 'pred' or 'gt', got {self.roi_boxes!r}")
+            raise FieldError("roi_boxes", "'pred' or 'gt'", self.roi_boxes)
+        if self.loss not in ELEMENTWISE:
+            raise FieldError("loss", f"one of {sorted(ELEMENTWISE)}", self.loss)
         ints = ("input_size", "body_size", "box_channels", "hand_size", "heatmap_depth", "rot_channels", "trans_heatmap", "trans_channels")
         check_fields(self, ">= 1", *ints)
         check_fields(self, "> 0", "roi_scale", "sigma", "virtual_focal", "camera_3d_size", "depth_range")
@@ -115,6 +118,9 @@ class InterWildNet(HandRegressor):
         # 3. hand network
         self.backbone = Backbone(c.backbone, c.pretrained)
         hc = self.backbone.channels
+        if c.hand_size % self.backbone.stride:
+            stride = self.backbone.stride
+            raise UserError(f"hand_size must be a multiple of the stride of backbone '{c.backbone}' ({stride}), got {c.hand_size}")
         self.heatmap_cells = c.hand_size // self.backbone.stride  # side of the joint heatmaps
         self.position = nn.Conv2d(hc, NUM_JOINTS * c.heatmap_depth, 1)
         self.rot_conv = conv_bn_relu(hc, c.rot_channels, 1)
