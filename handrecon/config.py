@@ -444,15 +444,22 @@ def _merge_entry_sections(schema: type, base: dict[str, Any] | None, value: Any,
     return out
 
 
-def _as_dict(obj: Any) -> Any:
-    """Dataclass instance -> nested dict, keeping leaf objects (Path, Enum) for `_coerce` to check."""
+def _as_dict(obj: Any, leaf: Callable[[Any], Any] = lambda value: value) -> Any:
+    """Dataclass instance -> nested dict of lists and dicts, each leaf passed through `leaf` (by
+    default kept as it is: Path, Enum, for `_coerce` to check)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {name: _as_dict(getattr(obj, name)) for name in _schema_fields(type(obj))}
+        return {name: _as_dict(getattr(obj, name), leaf) for name in _schema_fields(type(obj))}
     if isinstance(obj, (list, tuple)):
-        return [_as_dict(v) for v in obj]
+        return [_as_dict(v, leaf) for v in obj]
     if isinstance(obj, Mapping):
-        return {k: _as_dict(v) for k, v in obj.items()}
-    return obj
+        return {k: _as_dict(v, leaf) for k, v in obj.items()}
+    return leaf(obj)
+
+
+def _plain_leaf(value: Any) -> Any:
+    if isinstance(value, PurePath):
+        return str(value)
+    return _enum_plain(value) if isinstance(value, enum.Enum) else value
 
 
 def _defaults(schema: type) -> dict[str, Any]:
@@ -739,20 +746,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
         raise TypeError(f"expected a config dataclass instance, got {type(cfg).__name__}")
 
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {name: plain(getattr(value, name)) for name in _schema_fields(type(value))}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, PurePath):
-            return str(value)
-        if isinstance(value, enum.Enum):
-            return _enum_plain(value)
-        return value
-
-    return plain(cfg)
+    return _as_dict(cfg, _plain_leaf)
 
 
 def to_yaml(cfg: Any) -> str:

@@ -275,21 +275,11 @@ BAD_FITS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_ANNOTATIONS))
-def test_malformed_annotations_name_file_annotation_and_field(coco, hand_model, tmp_path, case):
+@pytest.mark.parametrize("file, case", [("annotations", c) for c in sorted(BAD_ANNOTATIONS)] + [("fits", c) for c in sorted(BAD_FITS)])
+def test_malformed_annotations_and_fits_name_file_annotation_and_field(coco, hand_model, tmp_path, file, case):
     root, _ = coco
-    edit, message = BAD_ANNOTATIONS[case]
-    _rewrite(root, tmp_path, "train", edit_ann=edit)
-    with pytest.raises(DataFormatError) as err:
-        create_reader("mscoco", tmp_path, "train", hand_model, load_images=False)
-    assert message in str(err.value)
-
-
-@pytest.mark.parametrize("case", sorted(BAD_FITS))
-def test_malformed_fits_name_file_annotation_and_field(coco, hand_model, tmp_path, case):
-    root, _ = coco
-    edit, message = BAD_FITS[case]
-    _rewrite(root, tmp_path, "train", edit_fits=edit)
+    edit, message = (BAD_ANNOTATIONS if file == "annotations" else BAD_FITS)[case]
+    _rewrite(root, tmp_path, "train", **{"edit_ann" if file == "annotations" else "edit_fits": edit})
     with pytest.raises(DataFormatError) as err:
         create_reader("mscoco", tmp_path, "train", hand_model, load_images=False)
     assert message in str(err.value)

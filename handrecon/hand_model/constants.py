@@ -50,14 +50,7 @@ OURS_TO_IH26M = tuple(JOINT_NAMES.index(name) for name in IH26M_JOINT_NAMES)
 # COCO-WholeBody hand keypoints (`righthand_kpts` / `lefthand_kpts`, 21 x (x, y, score) each):
 # wrist, then thumb/index/middle/ring/pinky 1..4 (4 = tip), the order InterWild's MSCOCO joint set
 # names. It is our order; the map below is the identity, kept so the conversion is explicit.
-COCO_HAND_JOINT_NAMES = (
-    "wrist",
-    "thumb1", "thumb2", "thumb3", "thumb4",
-    "index1", "index2", "index3", "index4",
-    "middle1", "middle2", "middle3", "middle4",
-    "ring1", "ring2", "ring3", "ring4",
-    "pinky1", "pinky2", "pinky3", "pinky4",
-)
+COCO_HAND_JOINT_NAMES = JOINT_NAMES
 # joints_ours[i] = keypoints_coco[COCO_TO_OURS[i]] (per hand)
 COCO_TO_OURS = tuple(COCO_HAND_JOINT_NAMES.index(name) for name in JOINT_NAMES)
 
