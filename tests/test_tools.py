@@ -186,4 +186,4 @@ def test_both_trainers_print_the_shared_loop_keys_with_their_own_defaults(capsys
     assert "  val_every: 0  # optimizer steps between validations (and at the end); 0: once per epoch\n" in printed["train.py"]
     assert "  val_every: 100  # optimizer steps between validation grids (and at the end); 0: once per epoch\n" in printed["synth_train.py"]
     for text in printed.values():
-        assert "  sources:  # name -> source\n    real:\n      kind: ih26m  # a reader name" in text and "      root: runs/procedural\n" in text and "  epoch_source: null  #" in text
+        assert "  sources:  # name -> source\n    real:\n      kind: ih26m  # a reader name" in text and "      root: runs/procedural  # the dataset or cache folder" in text and "  epoch_source: null  #" in text
