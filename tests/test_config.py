@@ -27,6 +27,7 @@ from handrecon.config import (
     commented_yaml,
     config_hash,
     config_to_dict,
+    field_comments,
     load_config,
     save_config,
     to_yaml,
@@ -525,6 +526,14 @@ def test_build_section_merges_over_base_and_defaults():
         build_section(Arch, 3, "arch")
     with pytest.raises(TypeError, match=r"^base values of Arch: expected int for 'arch\.width', got 'wide'$"):  # a code bug
         build_section(Arch, {}, "arch", base={"width": "wide"})
+
+
+def test_schemas_made_in_code_comment_their_fields_through_metadata():
+    import dataclasses
+
+    made = dataclasses.make_dataclass("Made", [("size", int, field(default=1, metadata={"comment": "cells; >= 1"})), ("name", str, "x")])
+    assert field_comments(made) == {"size": "cells; >= 1"}
+    assert commented_yaml(made()) == "size: 1  # cells; >= 1\nname: x\n"
 
 
 def test_commented_yaml_lists_resolved_values_as_comments(tmp_path):
