@@ -15,12 +15,13 @@ from handrecon.data.readers import create_reader
 from handrecon.engine import checkpoint as ckpt
 from synth.attention import HandTokenContext, install_hand_bias
 from synth.models.components import tiny_components
+from synth.settings import GeneratorSettings
 from synth.train import GeneratorExperiment, GeneratorTrainer, PairTransform, denoising_loss, step_generator
 
 
 def test_pairs_hold_image_condition_and_hand_mask(procedural_root, hand_model):
     parts = tiny_components()
-    transform = PairTransform(hand_model, parts.tokenizer, 64, 2.5, "parts", None, "procedural")
+    transform = PairTransform(hand_model, parts.tokenizer, GeneratorSettings(resolution=64), None, "procedural")
     pair = transform(create_reader("ih26m", procedural_root, "train", hand_model)[0], 0)
     assert pair["pixel_values"].shape == (3, 64, 64) and -1 <= pair["pixel_values"].min() and pair["pixel_values"].max() <= 1
     assert pair["condition"].shape == (3, 64, 64) and pair["condition"].max() > 0
@@ -36,7 +37,7 @@ def test_training_lowers_the_denoising_loss_on_a_fixed_batch(procedural_root, ha
     context = HandTokenContext()
     for net in (parts.unet, parts.controlnet):
         install_hand_bias(net, context, 2.0)
-    transform = PairTransform(hand_model, parts.tokenizer, 64, 2.5, "parts", None, "procedural")
+    transform = PairTransform(hand_model, parts.tokenizer, GeneratorSettings(resolution=64), None, "procedural")
     reader = create_reader("ih26m", procedural_root, "train", hand_model)
     batch = default_collate([transform(reader[i], i) for i in range(4)])
     for name in ("vae", "text_encoder", "unet"):
@@ -125,7 +126,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
     overrides = [
         f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
         "train.max_steps=2", "train.ckpt_every=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1",
-        "train.device=cpu", "optim.lr=1e-3", "model.hand_bias=2.0", "model.hand_bias_targets=both",
+        "train.device=cpu", "optim.lr=1e-3", "generator.hand_bias=2.0", "generator.hand_bias_targets=both",
     ]  # fmt: skip
     weights = {}
     for checkpointing in (False, True):
@@ -153,3 +154,4 @@ def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedur
     batches = -(-trainer.sources.sizes["real"] // 4)  # an epoch ends with the batch that reaches the last real sample
     assert trainer.steps_per_epoch == batches // 2 and trainer.total_steps == 3 * trainer.steps_per_epoch
     trainer.close()
+
