@@ -761,7 +761,8 @@ def field_comments(schema: type) -> dict[str, str]:
     """The comment written after each field of a dataclass schema in its source
     (``batch_size: int = 32  # per rank; >= 1`` -> {'batch_size': 'per rank; >= 1'}), inherited
     fields with their base class's comment unless the subclass declares them again; fields
-    without one, or a class whose source is not available, give no entry."""
+    without one, or a class whose source is not available, give no entry unless the field's
+    ``metadata`` has a ``"comment"`` (a schema made in code, e.g. with ``dataclasses.make_dataclass``)."""
     out: dict[str, str] = {}
     for klass in reversed(schema.__mro__):
         if dataclasses.is_dataclass(klass):
@@ -770,10 +771,11 @@ def field_comments(schema: type) -> dict[str, str]:
 
 
 def _own_field_comments(schema: type) -> dict[str, str]:
+    given = {name: f.metadata["comment"] for name, (f, _) in _schema_fields(schema).items() if "comment" in f.metadata}
     try:
         lines, _ = inspect.getsourcelines(schema)
     except (OSError, TypeError):
-        return {}
+        return given
     names = set(_schema_fields(schema))
     out: dict[str, str] = {}
     current, depth = None, None
@@ -787,7 +789,7 @@ def _own_field_comments(schema: type) -> dict[str, str]:
             out[current] = tok.string.lstrip("#").strip()
         elif tok.type == tokenize.NEWLINE:
             current = None
-    return out
+    return given | out
 
 
 def commented_yaml(cfg: Any) -> str:

@@ -4,7 +4,10 @@ bias (AE, at several alphas) toggled over the same labels and seeds, each genera
 
 Rows: 'w/o all' (raw captions, no fusion, alpha 0), '+SE' (composed prompts), '+SE+SF' (fusion on),
 then '+SE+SF+AE' at every non-zero alpha. Each row is a cache job (`synth.cache`) in its own
-folder, so an interrupted ablation resumes and finished rows are not generated again.
+folder, so an interrupted ablation resumes and finished rows are not generated again. A row sets
+its toggles as explicit overrides of the ControlNet's generator settings (`job.generator`:
+prompt_field, structural_fusion, hand_bias); every other setting (condition style, crop margin,
+hand-bias targets, sampling) is the ControlNet's, or the job's own override, in every row.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class Ablation:
 
 
 def rows(ablation: Ablation) -> list[tuple[str, dict]]:
-    """(row name, CacheJob overrides) in table order."""
+    """(row name, generator setting overrides) in table order."""
     out = [("w/o all", {"prompt_field": "caption", "structural_fusion": False, "hand_bias": 0.0}),
            ("+SE", {"prompt_field": "prompt", "structural_fusion": False, "hand_bias": 0.0}),
            ("+SE+SF", {"prompt_field": "prompt", "structural_fusion": True, "hand_bias": 0.0})]  # fmt: skip
@@ -51,7 +54,7 @@ def run_ablation(ablation: Ablation) -> list[dict]:
         job = copy.deepcopy(ablation.job)
         job.out = str(folder / "cache")
         for key, value in overrides.items():
-            setattr(job, key, value)
+            setattr(job.generator, key, value)
         start = time.perf_counter()
         run(job, progress=False)
         generated = time.perf_counter() - start
@@ -59,7 +62,7 @@ def run_ablation(ablation: Ablation) -> list[dict]:
         cfg.generated, cfg.out, cfg.mano_dir = job.out, str(folder / "eval"), job.mano_dir
         cfg.features = cfg.features or str(root / "features")  # the real set's features are shared by every row
         metrics = evaluate_generation(cfg)["metrics"]
-        results.append({"row": name, "alpha": job.hand_bias, "seconds": round(generated, 1), **metrics})
+        results.append({"row": name, "alpha": job.generator.hand_bias, "seconds": round(generated, 1), **metrics})
     keys = [k for k in results[0] if k not in ("row", "alpha", "seconds")]
     table = ["| row | " + " | ".join(keys) + " | generation s |", "|---" * (len(keys) + 2) + "|"]
     table += [f"| {r['row']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + f" | {r['seconds']} |" for r in results]

@@ -28,6 +28,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .settings import HAND_BIAS_TARGETS  # which pipeline components get the hand-token bias, by name
+
 __all__ = [
     "default_max_elements",
     "HAND_BIAS_TARGETS",
@@ -54,14 +56,6 @@ def default_max_elements(device: torch.device | str) -> int:
     """The chunk budget of :func:`pooled_attention_probs` on `device` (CUDA's for other accelerators)."""
     kind = torch.device(device).type
     return _MAX_ELEMENTS.get(kind, _MAX_ELEMENTS["cuda"])
-
-#: Which pipeline components get the hand-token bias, by configuration name.
-HAND_BIAS_TARGETS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "unet": ("unet",),
-    "controlnet": ("controlnet",),
-    "both": ("unet", "controlnet"),
-}
 
 
 # --------------------------------------------------------------------------- hand-token bias

@@ -2,8 +2,10 @@
 
 1. **Plan.** `manifest.json` fixes every sample up front: the label sample it is drawn from (an
    index into a source dataset, chosen by the job seed), its prompt (prompt cache or the rules
-   chain) and its generation seed, plus the hash of the generator (config and ControlNet
-   weights) and of the job config. A folder whose manifest has other hashes is refused.
+   chain) and its generation seed, the generator it uses (`generator`: base, ControlNet, the
+   resolved `GeneratorSettings` and this job's overrides), the hash of the generator (those
+   settings and the ControlNet's files) and of the job config. A folder whose manifest has
+   other hashes is refused.
 2. **Shards.** Shard j holds samples [j*S, (j+1)*S); rank r of K generates the shards with
    j % K == r. A shard is written under a temporary name and renamed when complete, then its
    done marker `shard-XXXXXX.done.json` is written: its stats, the samples written, and the
@@ -17,8 +19,14 @@
    (`ShardSource`).
 
 Labels are the crop of the source sample at the generation resolution (`crop_to_input` with
-`crop_margin`), i.e. exactly the camera and MANO parameters the condition was rendered from.
-An optional quality filter (a registry) drops samples; the rejections are counted in the stats.
+the settings' `crop_margin`), i.e. exactly the camera and MANO parameters the condition was
+rendered from. An optional quality filter (a registry) drops samples; the rejections are counted
+in the stats.
+
+Generator settings (`synth/settings.py`) come from the ControlNet folder (`controlnet: null`:
+the defaults); a job changes one only by setting it under `generator` (e.g.
+`generator.hand_bias=1.0`), which the job prints and which enters the manifest and, when it
+changes a value, the generator hash.
 """
 from __future__ import annotations
 
@@ -28,19 +36,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from handrecon.config import FieldError, check_fields, config_to_dict
-from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import SourceConfig, build_source
 from handrecon.data.shards import build_index, encode_image, labels_from_sample, scan_shard, write_shard
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_write_json, file_sha256
+
+from .settings import GeneratorOverrides, GeneratorSettings, apply_overrides, describe_settings, read_settings
 
 MANIFEST = "manifest.json"
 
@@ -66,28 +75,22 @@ class CacheJob:
     labels: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="train"))  # label source
     dataset: str = ""  # the label dataset's name in rules prompts (procedural, ih26m, ...); default: labels.kind
     prompts: str = ""  # a prompt cache .jsonl keyed by the label samples' ids; empty: the rules chain
-    prompt_field: str = field(default="prompt", metadata={"choices": ("prompt", "caption")})  # caption: the raw captioner text (ablation)
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder
-    controlnet: str | None = None  # a trained ControlNet folder (e.g. RUN/checkpoints/step_XXXXXXXX/controlnet)
-    structural_fusion: bool = True
-    crop_margin: float = 2.5  # > 0
-    hand_bias: float = 2.0  # finite; 0: no bias
-    hand_bias_targets: str = "both"  # none | unet | controlnet | both
-    inference_steps: int = 20  # >= 1
-    guidance_scale: float = 7.5  # >= 0; up to 1: no classifier-free guidance
+    controlnet: str | None = None  # a trained ControlNet folder (RUN/checkpoints/step_XXXXXXXX/controlnet): its weights and settings; null: untrained, default settings
+    generator: GeneratorOverrides = field(default_factory=GeneratorOverrides)  # explicit overrides of the ControlNet's settings (synth/settings.py)
     batch_size: int = 8  # images per pipeline call; >= 1
     device: str = "auto"
     filter: FilterConfig = field(default_factory=FilterConfig)
 
-    def __post_init__(self) -> None:
-        from .attention import HAND_BIAS_TARGETS  # here: importing it at the top pulls in diffusers
+    #: generator settings of the earlier flat form: they come from the ControlNet folder now
+    __moved_keys__: ClassVar[dict[str, str]] = {
+        name: f"a generator setting: it comes from the ControlNet folder now; override it with generator.{name}=..."
+        for name in ("prompt_field", "structural_fusion", "crop_margin", "hand_bias", "hand_bias_targets", "inference_steps", "guidance_scale")
+    }
 
-        check_fields(self, ">= 1", "num", "shard_size", "batch_size", "inference_steps")
-        check_fields(self, ">= 0", "seed", "guidance_scale")
-        check_fields(self, "> 0", "crop_margin")
-        check_fields(self, "finite", "hand_bias")
-        if self.hand_bias_targets not in HAND_BIAS_TARGETS:
-            raise FieldError("hand_bias_targets", f"one of {sorted(HAND_BIAS_TARGETS)}", self.hand_bias_targets)
+    def __post_init__(self) -> None:
+        check_fields(self, ">= 1", "num", "shard_size", "batch_size")
+        check_fields(self, ">= 0", "seed")
 
 
 # ---------------------------------------------------------------------------------- filters
@@ -108,11 +111,24 @@ FILTERS: dict[str, Callable[[np.ndarray, np.ndarray, float], tuple[bool, float]]
 
 
 # ---------------------------------------------------------------------------------- plan
+def generator_settings(job: CacheJob) -> tuple[GeneratorSettings, dict[str, tuple[Any, Any]]]:
+    """The job's generator settings: its ControlNet's (`controlnet: null`: the defaults) with the
+    job's explicit overrides; and {key: (ControlNet's, job's)} for each override."""
+    return apply_overrides(read_settings(job.controlnet), job.generator)
+
+
+def generator_record(job: CacheJob) -> dict:
+    """The manifest's `generator` entry: what generates, with which settings and overrides."""
+    settings, changed = generator_settings(job)
+    return {"base": job.base, "controlnet": job.controlnet, "settings": settings.to_dict(), "overrides": {k: v for k, (_, v) in changed.items()}}
+
+
 def generator_hash(job: CacheJob) -> str:
-    """What decides the generated pixels: base, ControlNet weights, sampling settings."""
+    """What decides the generated pixels: base, ControlNet weights (and the files beside them),
+    the resolved generator settings (an override that changes a value changes the hash)."""
     digest = hashlib.sha256()
-    keys = ("base", "controlnet", "structural_fusion", "crop_margin", "hand_bias", "hand_bias_targets", "inference_steps", "guidance_scale")
-    digest.update(json.dumps({k: getattr(job, k) for k in keys}, sort_keys=True).encode())
+    settings, _ = generator_settings(job)
+    digest.update(json.dumps({"base": job.base, "controlnet": job.controlnet, "settings": settings.to_dict()}, sort_keys=True).encode())
     if job.controlnet:
         for file in sorted(Path(job.controlnet).glob("*")):
             if file.is_file():
@@ -135,6 +151,7 @@ def plan(job: CacheJob, hand_model: HandModel) -> dict:
     picks = rng.integers(0, len(source), size=job.num)
     seeds = rng.integers(0, 2**31 - 1, size=job.num)
     ids = [str(source.get_meta(int(i))["sample_id"]) for i in picks]
+    prompt_field = generator_settings(job)[0].prompt_field
     if job.prompts:
         from .semantics.cache import load_prompts
 
@@ -142,17 +159,18 @@ def plan(job: CacheJob, hand_model: HandModel) -> dict:
         missing = sorted({s for s in ids if s not in records})
         if missing:
             raise UserError(f"{job.prompts} has no prompt for label samples {missing[:5]}; run tools/semantics.py over {job.labels.root}")
-        prompts = [records[s][job.prompt_field] for s in ids]
+        prompts = [records[s][prompt_field] for s in ids]
     else:
         from .semantics.chain import SemanticsChain, SemanticsConfig
 
         chain = SemanticsChain(SemanticsConfig(tagger="none"), hand_model)
         tag = job.dataset or job.labels.kind
-        prompts = [r[job.prompt_field] for r in chain([{**source[int(i)], "source": tag} for i in picks])]
+        prompts = [r[prompt_field] for r in chain([{**source[int(i)], "source": tag} for i in picks])]
     return {
         "version": 1,
         "job_hash": _job_hash(job),
         "generator_hash": generator_hash(job),
+        "generator": generator_record(job),
         "num": job.num,
         "shard_size": job.shard_size,
         "samples": [
@@ -237,14 +255,11 @@ class CacheWriter:
         from .pipeline import SesaHandPipeline
 
         self.job, self.hand_model, self.device = job, hand_model, device
-        parts = load_components(job.base, job.controlnet, job.seed, structural_fusion=job.structural_fusion)
-        from diffusers import DDIMScheduler
-
-        parts.scheduler = DDIMScheduler.from_config(parts.scheduler.config)
-        self.resolution = parts.resolution
-        self.pipe = SesaHandPipeline(**parts.as_dict()).to(device)
+        settings, _ = generator_settings(job)
+        parts = load_components(job.base, job.controlnet, job.seed, **settings.fusion())
+        self.pipe = SesaHandPipeline.from_components(parts, settings).to(device)
         self.pipe.set_progress_bar_config(disable=True)
-        self.pipe.set_hand_bias(job.hand_bias, job.hand_bias_targets)
+        self.settings, self.resolution = self.pipe.settings, self.pipe.resolution
         self.source = build_source(job.labels, hand_model)
         self.filter = FILTERS[job.filter.name]
 
@@ -253,7 +268,6 @@ class CacheWriter:
         job, out = self.job, Path(self.job.out)
         rows = manifest["samples"][j * job.shard_size : (j + 1) * job.shard_size]
         start, records, rejected, scores = time.perf_counter(), [], 0, []
-        size = (self.resolution, self.resolution)
         for b in range(0, len(rows), job.batch_size):
             batch = rows[b : b + job.batch_size]
             samples = [self.source[r["source_index"]] for r in batch]
@@ -263,9 +277,8 @@ class CacheWriter:
                         f"{out / MANIFEST}: sample {row['key']} was planned from label sample {row['source_id']} at index "
                         f"{row['source_index']}, which now holds {sample['sample_id']}: the label source changed; use another --out"
                     )
-            crops = [crop_to_input(sample, size, job.crop_margin) for sample in samples]
-            gen = self.pipe.generate([r["prompt"] for r in batch], [r["seed"] for r in batch], samples=crops, hand_model=self.hand_model,
-                                     num_inference_steps=job.inference_steps, guidance_scale=job.guidance_scale)  # fmt: skip
+            crops = [self.pipe.crop(sample) for sample in samples]
+            gen = self.pipe.generate([r["prompt"] for r in batch], [r["seed"] for r in batch], samples=crops, hand_model=self.hand_model)
             for row, crop, image, cond in zip(batch, crops, gen.images, gen.conditions):
                 if self.filter is not None:
                     keep, score = self.filter(image, cond, job.filter.threshold)
@@ -297,6 +310,8 @@ def run(job: CacheJob, progress: bool = True) -> dict:
     if not job.mano_dir:
         raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
     device, dist = pick_device(job.device), dist_info()  # no process group: see wait_until
+    if dist.is_main:
+        print(describe_settings(job.controlnet, generator_settings(job)[1]), file=sys.stderr, flush=True)
     hand_model = HandModel(job.mano_dir)
     manifest = load_or_plan(job, hand_model, dist.is_main)
     out = Path(job.out)

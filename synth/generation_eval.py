@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,9 +114,11 @@ def evaluate_generation(cfg: GenerationEval) -> dict:
         summary["label_mpjpe_mm"] = float(np.nanmean(per_sample["mpjpe_mm"]))
         summary["label_joints2d_px"] = float(np.nanmean(per_sample["joints2d_px"]))
     labels = [fake.labels(i) for i in fake_idx[:1]]
+    manifest = Path(cfg.generated) / "manifest.json"  # a cache job's: the generator and its settings
     provenance = {
         "generated": str(Path(cfg.generated).resolve()),
         "generator_hash": labels[0].get("generator") if labels else None,
+        "generator": json.loads(manifest.read_text()).get("generator") if manifest.is_file() else None,
         "num_generated": len(fake_idx),
         "real": {"kind": cfg.real.kind, "root": str(Path(cfg.real.root).resolve()), "split": cfg.real.split, "num": len(real_idx)},
         "inception_weights_sha256": file_sha256(cfg.inception_weights),

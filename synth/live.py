@@ -14,15 +14,21 @@ Importing this module registers the source kind `live` of `data.sources` entries
         gen:
           kind: live
           root: runs/synth_sd15          # optional: a generator training run (newest ControlNet, its settings)
-          options:                       # CacheJob keys (labels, base, controlnet, inference_steps, ...)
+          options:                       # CacheJob keys (labels, base, controlnet, generator overrides, ...)
             labels: {kind: ih26m, root: datasets/InterHand2.6M, split: train}
+            generator: {inference_steps: 10}   # optional: explicit overrides of the ControlNet's settings
             policy: reuse                # and the queue's: length, policy, capacity, buffer_size, timeout
       ratios: {real: 0.7, gen: 0.3}
+
+The generator settings (condition style, crop margin, fusion, hand bias, sampling) are the
+ControlNet's own (`synth/settings.py`: saved beside its weights by generator training); the
+producer prints where they come from and any override.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +36,13 @@ import numpy as np
 import torch
 
 from handrecon.config import build_section, check_fields, load_config
-from handrecon.data.augment import crop_to_input
 from handrecon.data.live import POLICIES, LiveSource
 from handrecon.data.loader import SourceConfig, register_source_kind
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 
-from .cache import CacheJob, CacheWriter
+from .cache import CacheJob, CacheWriter, generator_settings
+from .settings import describe_settings
 
 
 @dataclass
@@ -63,6 +69,7 @@ class PipelineProducer:
         from .semantics.chain import SemanticsChain, SemanticsConfig
 
         self.job = job
+        print(describe_settings(job.controlnet, generator_settings(job)[1]), file=sys.stderr, flush=True)
         self.hand_model = HandModel(job.mano_dir)
         self.writer = CacheWriter(job, self.hand_model, pick_device(job.device))
         self.chain = SemanticsChain(SemanticsConfig(tagger="none"), self.hand_model)
@@ -70,14 +77,12 @@ class PipelineProducer:
 
     def __call__(self, seed: int) -> dict:
         rng = np.random.default_rng([self.job.seed, seed])
-        source = self.writer.source
+        pipe, source = self.writer.pipe, self.writer.source
         index = int(rng.integers(len(source)))
-        size = (self.writer.resolution, self.writer.resolution)
-        crop = crop_to_input(source[index], size, self.job.crop_margin)
-        prompt = self.chain([{**crop, "source": self.tag}])[0]["prompt"]
+        crop = pipe.crop(source[index])
+        record = self.chain([{**crop, "source": self.tag}])[0]  # generate() reads the settings' prompt field
         with torch.no_grad():
-            out = self.writer.pipe.generate([prompt], [int(rng.integers(2**31 - 1))], samples=[crop], hand_model=self.hand_model,
-                                            num_inference_steps=self.job.inference_steps, guidance_scale=self.job.guidance_scale)  # fmt: skip
+            out = pipe.generate([record], [int(rng.integers(2**31 - 1))], samples=[crop], hand_model=self.hand_model)
         return {**crop, "image": out.images[0], "sample_id": f"live-{seed}"}  # the keys of a label sample, so batches collate
 
 
@@ -91,8 +96,8 @@ def live_source(job: CacheJob, length: int, policy: str = "block", **kwargs) -> 
 
 
 def run_settings(run: Path) -> dict:
-    """The CacheJob settings a generator training run fixes: its newest ControlNet and the
-    settings it was trained with (base, fusion, hand bias, crop margin)."""
+    """The CacheJob keys a generator training run fixes: its base and its newest ControlNet,
+    whose folder holds the generator settings it was trained with."""
     from handrecon.engine import checkpoint as ckpt
 
     from .train import GeneratorExperiment
@@ -100,11 +105,7 @@ def run_settings(run: Path) -> dict:
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run}: not a generator training run (no config.yaml); give the run folder tools/synth_train.py wrote")
     trained = load_config(GeneratorExperiment, run / "config.yaml")
-    m = trained.model
-    return {
-        "base": m.base, "controlnet": str(ckpt.latest_checkpoint(run) / "controlnet"), "structural_fusion": m.structural_fusion,
-        "hand_bias": m.hand_bias, "hand_bias_targets": m.hand_bias_targets, "crop_margin": trained.data.crop_margin,
-    }  # fmt: skip
+    return {"base": trained.model.base, "controlnet": str(ckpt.latest_checkpoint(run) / "controlnet")}
 
 
 def build_live_source(cfg: SourceConfig, hand_model: HandModel, name: str) -> LiveSource:

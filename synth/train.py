@@ -1,12 +1,17 @@
 """Training the SesaHand ControlNet: (image, mesh condition, behaviour prompt) -> noise prediction.
 
 Stable Diffusion (VAE, text encoder, UNet) stays frozen; the fusion ControlNet learns, with the
-hand-token bias in the cross-attention of the components `hand_bias_targets` names, in the loop
-the regressors' trainer runs too (`handrecon.engine.loop`: same `train` keys, resume, DDP). Data
-come from the named sources of the `data` section (mixed at `ratios`) through the
+hand-token bias in the cross-attention of the components `generator.hand_bias_targets` names, in
+the loop the regressors' trainer runs too (`handrecon.engine.loop`: same `train` keys, resume,
+DDP). Data come from the named sources of the `data` section (mixed at `ratios`) through the
 resumable mixed sampler, as for the regressors; each sample is cropped around its hands
-(`crop_margin`) to a square at the generation resolution, its condition rendered from its labels
-and its prompt read from a prompt cache (`tools/semantics.py`) or made by the rules chain.
+(`generator.crop_margin`) to a square at the generation resolution, its condition rendered from
+its labels (`generator.condition_style`) and its prompt (`generator.prompt_field`) read from a
+prompt cache (`tools/semantics.py`) or made by the rules chain.
+
+The `generator` section is the `GeneratorSettings` of `synth/settings.py`: every checkpoint's
+`controlnet/` holds them as `sesahand_settings.json` (resolution filled in), and validation,
+the cache job, live generation and the ablation read them from there.
 
 Randomness that a step draws (VAE posterior sample, noise, timesteps) comes from a generator
 seeded by (seed, step, micro-batch, rank), so a resumed run reproduces the uninterrupted run's
@@ -15,8 +20,10 @@ losses exactly. Checkpoints (`checkpoints/step_XXXXXXXX/controlnet/`, diffusers 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,25 +41,25 @@ from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
 
 from .attention import HAND_BIAS_TARGETS, HandTokenContext, hand_token_mask, install_hand_bias
-from .condition import CONDITION_STYLES, condition_from_samples
+from .condition import condition_from_samples
 from .models.components import Components, load_components
+from .settings import GeneratorSettings, read_settings, resolve_resolution, save_settings
+
+
+def _moved(*names: str) -> dict[str, str]:
+    """Keys that moved to the generator section, answered with their new place."""
+    return {n: f"a generator setting now: write generator.{n} (saved with every ControlNet; synth/settings.py)" for n in names}
 
 
 @dataclass
 class GeneratorConfig:
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)
-    controlnet: str | None = None  # start from this ControlNet folder; default: a copy of the UNet encoder
-    structural_fusion: bool = True
-    fusion_resolutions: list[int] | None = None  # latent grid heights (>= 1) whose maps enter psi'; null: all
-    fusion_resolution: int = 8  # fusion grid height, in latent cells; >= 1
-    hand_bias: float = 2.0  # alpha added to the hand-token logits; 0: no bias
-    hand_bias_targets: str = field(default="both", metadata={"choices": tuple(HAND_BIAS_TARGETS)})
-    condition_style: str = field(default="parts", metadata={"choices": tuple(CONDITION_STYLES)})
+    controlnet: str | None = None  # start from this ControlNet folder (this run's generator section still decides); default: a copy of the UNet encoder
     gradient_checkpointing: bool = False
 
-    def __post_init__(self) -> None:
-        check_fields(self, ">= 1", "fusion_resolutions", "fusion_resolution")
-        check_fields(self, "finite", "hand_bias")
+    __moved_keys__: ClassVar[dict[str, str]] = _moved(
+        "structural_fusion", "fusion_resolutions", "fusion_resolution", "hand_bias", "hand_bias_targets", "condition_style"
+    )
 
 
 @dataclass
@@ -62,11 +69,8 @@ class GeneratorData(DataConfig):
     batch_size: int = 4  # per rank; >= 1
     prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
     dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the first source's kind
-    crop_margin: float = 2.5  # square crop side = margin x the hands' extent: room for arms and body; > 0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_fields(self, "> 0", "crop_margin")
+    __moved_keys__: ClassVar[dict[str, str]] = {**DataConfig.__moved_keys__, **_moved("crop_margin")}
 
 
 @dataclass
@@ -77,13 +81,13 @@ class GeneratorTrain(LoopConfig):
     val_every: int = 200  # optimizer steps between validation grids (and at the end); 0: once per epoch
     ckpt_every: int = 500  # optimizer steps between checkpoints (and at the end); 0: once per epoch
     val_samples: int = 4  # >= 1
-    val_inference_steps: int = 20  # >= 1
-    guidance_scale: float = 7.5  # >= 0; <= 1: no classifier-free guidance
+    val_inference_steps: int | None = None  # denoising steps of the grid (>= 1); null: generator.inference_steps
+
+    __moved_keys__: ClassVar[dict[str, str]] = _moved("guidance_scale")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self, ">= 1", "val_samples", "val_inference_steps")
-        check_fields(self, ">= 0", "guidance_scale")
 
 
 @dataclass
@@ -91,6 +95,7 @@ class GeneratorExperiment:
     out: str = "runs/synth_train"
     mano_dir: str = ""  # MANO_RIGHT.pkl / MANO_LEFT.pkl
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)  # saved with every ControlNet: synth/settings.py
     data: GeneratorData = field(default_factory=GeneratorData)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=1e-2))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="constant", warmup_steps=0))
@@ -99,35 +104,39 @@ class GeneratorExperiment:
 
 class PairTransform:
     """Sample -> training pair: image in [-1, 1], condition in [0, 1] (both 3 x S x S), prompt
-    token ids and hand-token mask. Deterministic; runs in the loader workers."""
+    token ids and hand-token mask, as `settings` (resolution set) say. Deterministic; runs in
+    the loader workers."""
 
-    def __init__(self, hand_model: HandModel, tokenizer, resolution: int, margin: float, style: str, prompts: dict[str, dict] | None,
-                 dataset: str):  # fmt: skip
+    def __init__(self, hand_model: HandModel, tokenizer, settings: GeneratorSettings, prompts: dict[str, dict] | None, dataset: str):
         from synth.hand_tokens import HandWordFinder
 
-        self.hand_model, self.tokenizer, self.size, self.margin, self.style = hand_model, tokenizer, resolution, margin, style
+        if settings.resolution is None:
+            raise ValueError("PairTransform needs settings with the resolution set (resolve_resolution)")
+        self.hand_model, self.tokenizer, self.settings, self.size = hand_model, tokenizer, settings, settings.resolution
         self.prompts, self.dataset = prompts, dataset
         self.finder = HandWordFinder()
         self._chain = None
 
     def prompt(self, sample: dict) -> str:
+        """The sample's prompt: its record's `prompt_field` in the prompt cache, or the rules chain's."""
+        key = self.settings.prompt_field
         if self.prompts is not None:
             record = self.prompts.get(str(sample["sample_id"]))
             if record is None:
                 raise UserError(f"sample {sample['sample_id']} has no record in the prompt cache; run tools/semantics.py over this split")
-            return record["prompt"]
+            return record[key]
         if self._chain is None:
             from synth.semantics.chain import SemanticsChain, SemanticsConfig
 
             self._chain = SemanticsChain(SemanticsConfig(tokenizer="tiny"), self.hand_model)  # the prompt only; columns below
-        return self._chain([{**sample, "source": self.dataset}])[0]["prompt"]
+        return self._chain([{**sample, "source": self.dataset}])[0][key]
 
     def __call__(self, sample: dict, index: int, repeat: int = 0) -> dict:
         """The loader's transform protocol; a pair has no randomness, so index and repeat go unused."""
         from synth.hand_tokens import hand_tokens
 
-        crop = crop_to_input(sample, (self.size, self.size), self.margin)
-        cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.style)["image"][0]
+        crop = crop_to_input(sample, (self.size, self.size), self.settings.crop_margin)
+        cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.settings.condition_style)["image"][0]
         text = self.prompt(crop)
         ids = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
         mask = hand_token_mask([hand_tokens(text, self.tokenizer, self.finder).columns], self.tokenizer.model_max_length)[0]
@@ -175,8 +184,15 @@ class GeneratorTrainer(TrainLoop):
     def __init__(self, cfg: GeneratorExperiment, resume: bool = False, progress: bool = True):
         super().__init__(cfg, resume, progress)
         m = cfg.model
-        fusion = dict(structural_fusion=m.structural_fusion, fusion_resolutions=m.fusion_resolutions, fusion_resolution=m.fusion_resolution)
-        self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **fusion)
+        if m.controlnet is not None and self.dist.is_main:
+            start = read_settings(m.controlnet).to_dict()
+            differ = {k: (v, start[k]) for k, v in cfg.generator.to_dict().items() if start[k] != v and not (k == "resolution" and v is None)}
+            if differ:
+                shown = ", ".join(f"{k}={v!r} (ControlNet: {was!r})" for k, (v, was) in differ.items())
+                print(f"training {m.controlnet} further with this run's generator settings: {shown}", file=sys.stderr, flush=True)
+        self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **cfg.generator.fusion())
+        self.settings = resolve_resolution(cfg.generator, self.parts)  # what every checkpoint's controlnet/ records
+        g = self.settings
         for name in ("vae", "text_encoder", "unet"):
             getattr(self.parts, name).to(self.device).requires_grad_(False).eval()
         self.controlnet = self.parts.controlnet.to(self.device)
@@ -184,9 +200,9 @@ class GeneratorTrainer(TrainLoop):
             self.controlnet.enable_gradient_checkpointing()
             self.parts.unet.enable_gradient_checkpointing()
         self.context = HandTokenContext()
-        if m.hand_bias:
-            for name in HAND_BIAS_TARGETS[m.hand_bias_targets]:
-                install_hand_bias(getattr(self.parts, name), self.context, m.hand_bias)
+        if g.hand_bias:
+            for name in HAND_BIAS_TARGETS[g.hand_bias_targets]:
+                install_hand_bias(getattr(self.parts, name), self.context, g.hand_bias, g.hand_bias_uncond)
 
         self.hand_model = HandModel(cfg.mano_dir)
         prompts = None
@@ -195,10 +211,7 @@ class GeneratorTrainer(TrainLoop):
 
             prompts = load_prompts(cfg.data.prompts)
         self.val_source = next(iter(cfg.data.sources.values()))
-        self.transform = PairTransform(
-            self.hand_model, self.parts.tokenizer, self.parts.resolution, cfg.data.crop_margin, m.condition_style, prompts,
-            cfg.data.dataset or self.val_source.kind,
-        )  # fmt: skip
+        self.transform = PairTransform(self.hand_model, self.parts.tokenizer, g, prompts, cfg.data.dataset or self.val_source.kind)
         loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
         self.setup_loop(self.controlnet, loader, sampler, self.sources)
 
@@ -209,7 +222,11 @@ class GeneratorTrainer(TrainLoop):
         self.controlnet.load_state_dict(saved.state_dict())
 
     def write_checkpoint(self, state: dict, config_yaml: str) -> None:
-        ckpt.write_checkpoint(self.run_dir, self.step, lambda folder: self.controlnet.save_pretrained(folder / "controlnet"), state, config_yaml)
+        def write(folder: Path) -> None:
+            self.controlnet.save_pretrained(folder / "controlnet")
+            save_settings(self.settings, folder / "controlnet")  # the settings travel with the weights
+
+        ckpt.write_checkpoint(self.run_dir, self.step, write, state, config_yaml)
 
     def micro_context(self, batch: dict):
         # the hand mask stays set through backward: gradient checkpointing re-runs the attention
@@ -224,21 +241,19 @@ class GeneratorTrainer(TrainLoop):
     def validate(self) -> dict[str, float]:
         """A grid of condition | generated | real for the first samples of the first source."""
         if self.dist.is_main:
-            from diffusers import DDIMScheduler
-
             from .pipeline import SesaHandPipeline
 
             t = self.cfg.train
-            parts = self.parts.as_dict() | {"scheduler": DDIMScheduler.from_config(self.parts.scheduler.config)}
-            pipe = SesaHandPipeline(**parts)  # shares the context of the processors installed for training
+            # the settings this run saves with its ControlNet; the bias processors keep the training context
+            pipe = SesaHandPipeline.from_components(self.parts, self.settings)
             pipe.set_progress_bar_config(disable=True)
             reader = build_source(self.val_source, self.hand_model)
-            samples = [crop_to_input(reader[i], (self.parts.resolution,) * 2, self.cfg.data.crop_margin) for i in range(t.val_samples)]
+            samples = [pipe.crop(reader[i]) for i in range(t.val_samples)]
             prompts = [self.transform.prompt(s) for s in samples]
+            steps = {} if t.val_inference_steps is None else {"num_inference_steps": t.val_inference_steps}
             self.controlnet.eval()
             try:
-                out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model,
-                                    num_inference_steps=t.val_inference_steps, guidance_scale=t.guidance_scale)  # fmt: skip
+                out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model, **steps)
             finally:
                 self.controlnet.train()
             grid = np.concatenate([np.concatenate([c, g, s["image"]], 1) for c, g, s in zip(out.conditions, out.images, samples)], 0)

@@ -27,6 +27,7 @@ from handrecon.config import (
     commented_yaml,
     config_hash,
     config_to_dict,
+    field_comments,
     load_config,
     save_config,
     to_yaml,
@@ -527,6 +528,14 @@ def test_build_section_merges_over_base_and_defaults():
         build_section(Arch, {}, "arch", base={"width": "wide"})
 
 
+def test_schemas_made_in_code_comment_their_fields_through_metadata():
+    import dataclasses
+
+    made = dataclasses.make_dataclass("Made", [("size", int, field(default=1, metadata={"comment": "cells; >= 1"})), ("name", str, "x")])
+    assert field_comments(made) == {"size": "cells; >= 1"}
+    assert commented_yaml(made()) == "size: 1  # cells; >= 1\nname: x\n"
+
+
 def test_commented_yaml_lists_resolved_values_as_comments(tmp_path):
     cfg = load_config(AnyCfg, None, ["picked.options.tag=b"])
     text = commented_yaml(cfg)
@@ -713,15 +722,20 @@ BAD_VALUES = [
     (GENERATOR, ["data.ratios={real: 0.5}"], "data.ratios must be shares summing to 1 (they sum to 0.5; normalised: {'real': 1.0}), got {'real': 0.5}"),
     (GENERATOR, ["train.max_steps=0"], "train.max_steps must be >= 1 or null, got 0"),
     (GENERATOR, ["train.val_samples=0"], "train.val_samples must be >= 1, got 0"),
-    (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1, got 0"),
+    (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1 or null, got 0"),
     (GENERATOR, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
     (GENERATOR, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
-    (GENERATOR, ["train.guidance_scale=-1"], "train.guidance_scale must be >= 0, got -1.0"),
-    (GENERATOR, ["model.fusion_resolution=0"], "model.fusion_resolution must be >= 1, got 0"),
-    (GENERATOR, ["model.fusion_resolutions=[8, 0]"], "model.fusion_resolutions[1] must be >= 1, got 0"),
-    (GENERATOR, ["model.hand_bias=.nan"], "model.hand_bias must be finite, got nan"),
+    (GENERATOR, ["generator.guidance_scale=-1"], "generator.guidance_scale must be >= 0, got -1.0"),
+    (GENERATOR, ["train.guidance_scale=1"], "--set train.guidance_scale=1: 'train.guidance_scale': a generator setting now: write "
+     "generator.guidance_scale (saved with every ControlNet; synth/settings.py)"),
+    (GENERATOR, ["generator.fusion_resolution=0"], "generator.fusion_resolution must be >= 1, got 0"),
+    (GENERATOR, ["generator.fusion_resolutions=[8, 0]"], "generator.fusion_resolutions[1] must be >= 1, got 0"),
+    (GENERATOR, ["generator.hand_bias=.nan"], "generator.hand_bias must be finite, got nan"),
+    (GENERATOR, ["generator.condition_style=mesh"], "--set generator.condition_style=mesh: invalid value 'mesh' for 'generator.condition_style' "
+     "(choices: parts, hands)"),
+    (GENERATOR, ["generator.resolution=4"], "generator.resolution must be >= 8 or null, got 4"),
     (GENERATOR, ["data.batch_size=0"], "data.batch_size must be >= 1, got 0"),
-    (GENERATOR, ["data.crop_margin=0"], "data.crop_margin must be > 0, got 0.0"),
+    (GENERATOR, ["generator.crop_margin=0"], "generator.crop_margin must be > 0, got 0.0"),
     (GENERATOR, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
     (GENERATOR, ["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
     ("synth.ablation:Ablation", ["alphas=[1.0, 0.0]"], "alphas[1] must be non-zero (alpha 0 is the +SE+SF row), got 0.0"),

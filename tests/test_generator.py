@@ -158,3 +158,51 @@ def test_a_pipeline_shares_the_context_of_installed_bias_processors(procedural_r
     sample = crop_to_input(create_reader("ih26m", procedural_root, "test", hand_model)[0], (64, 64))
     with pytest.raises(ValueError, match="one image per prompt and seed"):
         pipe.generate(["two hands"], [1], samples=[sample], hand_model=hand_model, num_images_per_prompt=2)
+
+
+def test_settings_come_from_the_controlnet_folder_and_change_only_explicitly(tmp_path, capsys):
+    """`controlnet: null` means the defaults; a folder's sesahand_settings.json its values; a folder
+    without it the defaults with its config.json's fusion keys; overrides are explicit and listed."""
+    import dataclasses
+    import json
+
+    from handrecon.errors import UserError
+    from synth.pipeline import load_pipeline
+    from synth.settings import (
+        SETTINGS_FILE,
+        GeneratorOverrides,
+        GeneratorSettings,
+        apply_overrides,
+        describe_settings,
+        read_settings,
+        save_settings,
+    )
+
+    assert [f.name for f in dataclasses.fields(GeneratorOverrides)] == [f.name for f in dataclasses.fields(GeneratorSettings)]
+    assert read_settings(None) == GeneratorSettings()
+    net = tiny_components(seed=0, structural_fusion=False, fusion_resolution=4).controlnet
+    bare, folder = tmp_path / "bare", tmp_path / "trained"
+    net.save_pretrained(bare)
+    assert read_settings(bare) == read_settings(bare) == GeneratorSettings(structural_fusion=False, fusion_resolution=4)
+    assert capsys.readouterr().err.count(f"{bare} has no {SETTINGS_FILE}") == 1  # said once
+    net.save_pretrained(folder)
+    trained = GeneratorSettings(condition_style="hands", crop_margin=2.0, resolution=96, structural_fusion=False, hand_bias=1.0)
+    save_settings(trained, folder)
+    assert read_settings(folder) == trained
+
+    settings, changed = apply_overrides(trained, GeneratorOverrides(hand_bias=0.5, fusion_resolutions=[]))
+    assert changed == {"hand_bias": (1.0, 0.5), "fusion_resolutions": (None, [])} and settings.fusion()["fusion_resolutions"] is None
+    assert describe_settings(folder, changed) == (f"generator settings: {folder / SETTINGS_FILE}; overridden by this job: "
+                                                   "fusion_resolutions=[] (was null), hand_bias=0.5 (was 1.0)")  # fmt: skip
+    assert describe_settings(None, {}) == "generator settings: defaults (controlnet: null); no overrides"
+
+    pipe = load_pipeline("tiny", str(folder), overrides={"hand_bias": 0.5})
+    assert pipe.settings == dataclasses.replace(trained, hand_bias=0.5) and pipe.resolution == 96
+    assert pipe.controlnet.config.structural_fusion is False and pipe.controlnet.config.fusion_resolution == 8  # the file's, not config.json's
+    assert {p.alpha for p in pipe.unet.attn_processors.values() if hasattr(p, "alpha")} == {0.5}
+    untrained = load_pipeline("tiny")
+    assert untrained.settings == GeneratorSettings(resolution=64) and untrained.controlnet.config.structural_fusion is True
+
+    (folder / SETTINGS_FILE).write_text(json.dumps({"hand_bias": "strong"}))
+    with pytest.raises(UserError, match=f"{SETTINGS_FILE}: .*hand_bias"):
+        read_settings(folder)

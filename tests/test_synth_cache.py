@@ -19,6 +19,7 @@ from handrecon.data.shards import ShardSource
 from handrecon.errors import UserError
 from handrecon.hand_model.mano import HandModel
 from synth.cache import CacheJob, _mask_edges, done_path, load_or_plan, shard_path
+from synth.settings import GeneratorOverrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _args(out, mano_dir, root, *extra):
     # --set rather than --out / --num: torchrun's own parser reads abbreviations of its options (--num -> --numa-binding)
     return ["--set", f"out={out}", "num=8", f"mano_dir={mano_dir}", f"labels.root={root}", "dataset=procedural", "shard_size=2",
-            "batch_size=2", "inference_steps=1", "device=cpu", *extra]  # fmt: skip
+            "batch_size=2", "generator.inference_steps=1", "device=cpu", *extra]  # fmt: skip
 
 
 def _cache(args, ranks):
@@ -133,12 +134,15 @@ def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("crop_margin=-1", "crop_margin must be > 0, got -1.0"),
-        ("crop_margin=.inf", "crop_margin must be finite, got inf"),
-        ("guidance_scale=-0.5", "guidance_scale must be >= 0, got -0.5"),
-        ("guidance_scale=.nan", "guidance_scale must be finite, got nan"),
-        ("hand_bias=.inf", "hand_bias must be finite, got inf"),
-        ("hand_bias_targets=vae", "hand_bias_targets must be one of ['both', 'controlnet', 'none', 'unet'], got 'vae'"),
+        ("generator.crop_margin=-1", "generator.crop_margin must be > 0, got -1.0"),
+        ("generator.crop_margin=.inf", "generator.crop_margin must be finite, got inf"),
+        ("generator.guidance_scale=-0.5", "generator.guidance_scale must be >= 0, got -0.5"),
+        ("generator.guidance_scale=.nan", "generator.guidance_scale must be finite, got nan"),
+        ("generator.hand_bias=.inf", "generator.hand_bias must be finite, got inf"),
+        ("generator.hand_bias_targets=vae", "invalid value 'vae' for 'generator.hand_bias_targets' (choices: none, unet, controlnet, both)"),
+        ("generator.inference_steps=0", "generator.inference_steps must be >= 1, got 0"),
+        ("generator.resolution=100", "generator.resolution must be a multiple of 8 or null, got 100"),
+        ("hand_bias=2", "'hand_bias': a generator setting: it comes from the ControlNet folder now; override it with generator.hand_bias=..."),
         ("filter.threshold=.nan", "filter.threshold must be finite, got nan"),
     ],
 )
@@ -148,14 +152,17 @@ def test_out_of_range_settings_are_refused_by_key(override, message):
 
 
 def test_edge_settings_that_mean_something_are_accepted():
-    job = load_config(CacheJob, overrides=["guidance_scale=0", "hand_bias=-1", "hand_bias_targets=none", "crop_margin=0.5"])
-    assert (job.guidance_scale, job.hand_bias, job.hand_bias_targets, job.crop_margin) == (0, -1, "none", 0.5)  # 0: no guidance
+    keys = ["guidance_scale=0", "hand_bias=-1", "hand_bias_targets=none", "crop_margin=0.5", "fusion_resolutions=[]"]
+    job = load_config(CacheJob, overrides=[f"generator.{k}" for k in keys])
+    assert job.generator.values() == {"guidance_scale": 0, "hand_bias": -1, "hand_bias_targets": "none", "crop_margin": 0.5,
+                                      "fusion_resolutions": []}  # 0: no guidance; []: every resolution (null: the ControlNet's)
 
 
 def test_a_changed_label_source_is_refused(tmp_path, mano_dir, procedural_root, hand_model):
     from synth.cache import MANIFEST, run
 
-    job = CacheJob(out=str(tmp_path), num=2, shard_size=2, batch_size=2, inference_steps=1, device="cpu", mano_dir=str(mano_dir), dataset="procedural")
+    job = CacheJob(out=str(tmp_path), num=2, shard_size=2, batch_size=2, generator=GeneratorOverrides(inference_steps=1), device="cpu",
+                   mano_dir=str(mano_dir), dataset="procedural")  # fmt: skip
     job.labels.root = str(procedural_root)
     manifest = load_or_plan(job, hand_model, True)
     manifest["samples"][1]["source_id"] = "not-that-sample"  # as if the dataset on disk had been reordered
@@ -181,7 +188,7 @@ def test_mask_edge_filter_keeps_images_showing_the_outline():
 def test_live_source_generates_labelled_samples(mano_dir, procedural_root):
     from synth.live import live_source
 
-    job = CacheJob(mano_dir=str(mano_dir), dataset="procedural", inference_steps=1, device="cpu")
+    job = CacheJob(mano_dir=str(mano_dir), dataset="procedural", generator=GeneratorOverrides(inference_steps=1), device="cpu")
     job.labels.root = str(procedural_root)
     with live_source(job, length=4, timeout=300) as source:
         samples = [source[i] for i in range(2)]
@@ -201,7 +208,7 @@ def test_train_tool_mixes_a_live_source_and_logs_its_counts(tmp_path, mano_dir, 
 
     run = tmp_path / "run"
     live = (f"{{kind: live, options: {{labels: {{kind: ih26m, root: {procedural_root}, split: train}}, dataset: procedural, "
-            "inference_steps: 1, device: cpu, policy: reuse, length: 64}}")  # fmt: skip
+            "generator: {inference_steps: 1}, device: cpu, policy: reuse, length: 64}}")  # fmt: skip
     args = ["--set", f"out={run}", f"mano_dir={mano_dir}", "model.name=dir_tiny", f"data.sources.real={{kind: ih26m, root: {procedural_root}}}",
             f"data.sources.gen={live}", "data.ratios={real: 0.75, gen: 0.25}", "data.batch_size=8", "data.num_workers=0",
             "train.max_steps=3", "train.log_every=1", "train.device=cpu"]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,12 +16,13 @@ from handrecon.data.readers import create_reader
 from handrecon.engine import checkpoint as ckpt
 from synth.attention import HandTokenContext, install_hand_bias
 from synth.models.components import tiny_components
+from synth.settings import GeneratorSettings
 from synth.train import GeneratorExperiment, GeneratorTrainer, PairTransform, denoising_loss, step_generator
 
 
 def test_pairs_hold_image_condition_and_hand_mask(procedural_root, hand_model):
     parts = tiny_components()
-    transform = PairTransform(hand_model, parts.tokenizer, 64, 2.5, "parts", None, "procedural")
+    transform = PairTransform(hand_model, parts.tokenizer, GeneratorSettings(resolution=64), None, "procedural")
     pair = transform(create_reader("ih26m", procedural_root, "train", hand_model)[0], 0)
     assert pair["pixel_values"].shape == (3, 64, 64) and -1 <= pair["pixel_values"].min() and pair["pixel_values"].max() <= 1
     assert pair["condition"].shape == (3, 64, 64) and pair["condition"].max() > 0
@@ -36,7 +38,7 @@ def test_training_lowers_the_denoising_loss_on_a_fixed_batch(procedural_root, ha
     context = HandTokenContext()
     for net in (parts.unet, parts.controlnet):
         install_hand_bias(net, context, 2.0)
-    transform = PairTransform(hand_model, parts.tokenizer, 64, 2.5, "parts", None, "procedural")
+    transform = PairTransform(hand_model, parts.tokenizer, GeneratorSettings(resolution=64), None, "procedural")
     reader = create_reader("ih26m", procedural_root, "train", hand_model)
     batch = default_collate([transform(reader[i], i) for i in range(4)])
     for name in ("vae", "text_encoder", "unet"):
@@ -125,7 +127,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
     overrides = [
         f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0", "data.dataset=procedural",
         "train.max_steps=2", "train.ckpt_every=2", "train.val_every=100", "train.val_samples=1", "train.val_inference_steps=1",
-        "train.device=cpu", "optim.lr=1e-3", "model.hand_bias=2.0", "model.hand_bias_targets=both",
+        "train.device=cpu", "optim.lr=1e-3", "generator.hand_bias=2.0", "generator.hand_bias_targets=both",
     ]  # fmt: skip
     weights = {}
     for checkpointing in (False, True):
@@ -153,3 +155,110 @@ def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedur
     batches = -(-trainer.sources.sizes["real"] // 4)  # an epoch ends with the batch that reaches the last real sample
     assert trainer.steps_per_epoch == batches // 2 and trainer.total_steps == 3 * trainer.steps_per_epoch
     trainer.close()
+
+
+def _bias_alphas(*nets) -> set[float]:
+    from synth.attention import HandBiasAttnProcessor, attention_layers
+
+    return {m.processor.alpha for net in nets for m in attention_layers(net, "cross").values() if isinstance(m.processor, HandBiasAttnProcessor)}
+
+
+def _condition(hand_model, crop, style):
+    from synth.condition import condition_from_samples
+
+    image = condition_from_samples(hand_model, [crop], (64, 64), style)["image"][0].numpy()
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)  # as the pipeline and the cache store it
+
+
+@pytest.mark.slow
+def test_generator_settings_travel_from_training_to_every_reader(tmp_path, procedural_root, mano_dir, hand_model, capsys, monkeypatch):
+    """A ControlNet trained with fusion off, alpha 1.0 and the `hands` condition style carries those
+    settings (controlnet/sesahand_settings.json): validation, the cache job and live generation use
+    exactly them without being told; an explicit override is printed, recorded in the manifest and
+    changes the generator hash."""
+    import copy
+    import io
+    import json
+
+    from PIL import Image
+
+    import synth.pipeline
+    from handrecon.data.augment import crop_to_input
+    from handrecon.data.loader import SourceConfig, build_source
+    from handrecon.data.shards import ShardSource
+    from synth.cache import CacheJob, CacheWriter, generator_hash, generator_record, run
+    from synth.live import PipelineProducer, build_live_source
+    from synth.settings import SETTINGS_FILE, GeneratorOverrides, GeneratorSettings
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(GeneratorExperiment, None, [
+        f"out={run_dir}", f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=1", "data.num_workers=0",
+        "data.dataset=procedural", "train.max_steps=1", "train.val_every=1", "train.ckpt_every=1", "train.val_samples=1",
+        "train.val_inference_steps=1", "train.device=cpu",
+        "generator.structural_fusion=false", "generator.hand_bias=1.0", "generator.condition_style=hands",
+    ])  # fmt: skip
+    trainer = GeneratorTrainer(cfg, progress=False)
+    trainer.fit()
+    # training: the pairs, the model and the bias processors; validation (same processors) drew the grid's condition in `hands`
+    reader = build_source(trainer.val_source, hand_model)
+    crop = crop_to_input(reader[0], (64, 64), 2.5)
+    hands, parts = _condition(hand_model, crop, "hands"), _condition(hand_model, crop, "parts")
+    assert not np.array_equal(hands, parts)
+    pair = trainer.transform(reader[0], 0)["condition"].permute(1, 2, 0).numpy()
+    assert np.array_equal((np.clip(pair, 0, 1) * 255 + 0.5).astype(np.uint8), hands)
+    assert trainer.controlnet.config.structural_fusion is False and _bias_alphas(trainer.parts.unet, trainer.parts.controlnet) == {1.0}
+    grid = np.array(Image.open(run_dir / "images" / "step_00000001.png").convert("RGB"))
+    assert np.array_equal(grid[:64, :64], hands)  # condition | generated | real
+    trainer.close()
+
+    controlnet = ckpt.latest_checkpoint(run_dir) / "controlnet"
+    saved = json.loads((controlnet / SETTINGS_FILE).read_text())
+    trained = {**GeneratorSettings().to_dict(), "structural_fusion": False, "hand_bias": 1.0, "condition_style": "hands", "resolution": 64}
+    assert saved == trained
+    assert json.loads((controlnet / "config.json").read_text())["structural_fusion"] is False
+
+    # the cache job: nothing but the ControlNet folder given (and its own step count, an explicit override)
+    job = CacheJob(out=str(tmp_path / "cache"), num=2, shard_size=2, batch_size=2, mano_dir=str(mano_dir), dataset="procedural",
+                   controlnet=str(controlnet), generator=GeneratorOverrides(inference_steps=1), device="cpu")  # fmt: skip
+    job.labels.root = str(procedural_root)
+    capsys.readouterr()
+    run(job, progress=False)
+    assert f"generator settings: {controlnet / SETTINGS_FILE}; overridden by this job: inference_steps=1 (was 20)" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["generator"] == {"base": "tiny", "controlnet": str(controlnet), "settings": {**trained, "inference_steps": 1},
+                                     "overrides": {"inference_steps": 1}}  # fmt: skip
+    source, labels = ShardSource(job.out, hand_model), create_reader("ih26m", procedural_root, "train", hand_model)
+    for row in manifest["samples"]:
+        cond = Image.open(io.BytesIO(source.read_member(source.ids.index(row["key"]), "cond.png"))).convert("RGB")
+        assert np.array_equal(np.array(cond), _condition(hand_model, crop_to_input(labels[row["source_index"]], (64, 64), 2.5), "hands"))
+    writer = CacheWriter(job, hand_model, torch.device("cpu"))
+    assert writer.pipe.controlnet.config.structural_fusion is False and _bias_alphas(writer.pipe.unet, writer.pipe.controlnet) == {1.0}
+    assert type(writer.pipe.scheduler).__name__ == "DDIMScheduler" and writer.pipe.settings.to_dict() == {**trained, "inference_steps": 1}
+
+    # live generation from the training run: its newest ControlNet, hence its settings
+    def live_job(**generator):
+        options = {"labels": {"kind": "ih26m", "root": str(procedural_root)}, "dataset": "procedural", "device": "cpu",
+                   "generator": {"inference_steps": 1, **generator}}  # fmt: skip
+        live = build_live_source(SourceConfig(kind="live", root=str(run_dir), options=options), hand_model, "gen")
+        live.close()  # never started: the job is all this test needs
+        return live.factory.args[0]
+
+    styles = []
+    render = synth.pipeline.condition_from_samples
+    monkeypatch.setattr(synth.pipeline, "condition_from_samples", lambda *a, **kw: styles.append(a[3]) or render(*a, **kw))
+    producer = PipelineProducer(live_job())
+    assert producer.job.controlnet == str(controlnet) and producer.job.base == "tiny"
+    pipe = producer.writer.pipe
+    assert pipe.controlnet.config.structural_fusion is False and _bias_alphas(pipe.unet, pipe.controlnet) == {1.0}
+    sample = producer(0)
+    assert styles == ["hands"] and sample["image"].shape == (64, 64, 3)
+
+    # an explicit override: printed where it is used, recorded, and another generator hash
+    capsys.readouterr()
+    overridden = PipelineProducer(live_job(hand_bias=2.5))
+    assert "overridden by this job: hand_bias=2.5 (was 1.0), inference_steps=1 (was 20)" in capsys.readouterr().err
+    assert _bias_alphas(overridden.writer.pipe.unet, overridden.writer.pipe.controlnet) == {2.5}
+    other = copy.deepcopy(job)
+    other.generator.hand_bias = 2.5
+    assert generator_record(other)["overrides"] == {"hand_bias": 2.5, "inference_steps": 1}
+    assert generator_hash(other) != generator_hash(job) == manifest["generator_hash"]

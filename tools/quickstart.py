@@ -178,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _stage(f"6. cache {cfg.synth_samples} generated samples as shards")
     from synth.cache import CacheJob, run
+    from synth.settings import GeneratorOverrides
 
+    # the generator settings are the trained ControlNet's; only the step count is this job's own
     job = CacheJob(out=str(out / "synth_cache"), num=cfg.synth_samples, shard_size=16, seed=cfg.seed, mano_dir=str(mano_dir),
-                   dataset="procedural", controlnet=str(controlnet), inference_steps=cfg.synth_inference_steps, device=cfg.device)  # fmt: skip
+                   dataset="procedural", controlnet=str(controlnet), generator=GeneratorOverrides(inference_steps=cfg.synth_inference_steps),
+                   device=cfg.device)  # fmt: skip
     job.labels.root, job.labels.split = str(data_dir), "train"
     print(json.dumps(run(job)))
     print(f"wrote {_generated_grid(Path(job.out), hand_model, 16, out / 'generated.png')}")
