@@ -36,8 +36,14 @@ mano_pose       orient -> R_z R(orient); rest unchanged  (a, b, c) -> (a, -b, -c
 mano_transl     exact, HandModel.to_camera               exact: t' = S (J0_src + t) - J0_dst
 mano_shape      unchanged                                hands swapped
 mano/mesh_valid unchanged                                hands swapped
+pending flags   unchanged                                hands swapped
 hand_type       unchanged                                'right' <-> 'left', 'interacting' stays
 =============== ======================================== ============================================
+
+Nothing here needs a mesh: crops frame the boxes, boxes follow the 2D joints, and MANO parameters
+are mapped exactly, so a sample whose MANO-derived labels are pending (`labels="mano"`, see
+`handrecon.data.sample`) is augmented as it is, and `handrecon.data.labels.labels_from_mano`
+computes its mesh (and, for shards, joints and boxes) from the augmented parameters afterwards.
 
 A joint warped out of the output stays valid: its 3D label is still right, and truncation can
 be derived from joints2d and image_size where a loss needs it.
@@ -307,7 +313,7 @@ def flip_sample(sample: dict, hand_model: HandModel) -> dict:
     out["joints2d"] = _swap_hands(j2d, NUM_JOINTS).astype(np.float32)
     out["joints2d_valid"] = _swap_hands(valid2d, NUM_JOINTS)
     out["joints_valid"] = _swap_hands(np.asarray(sample["joints_valid"], dtype=bool), NUM_JOINTS)
-    for key in ("mano_valid", "mesh_valid", "mano_shape"):
+    for key in ("mano_valid", "mesh_valid", "mano_shape", *(k for k in ("mesh_pending", "joints_pending") if k in sample)):
         out[key] = np.asarray(sample[key])[::-1].copy()
     pose = (np.asarray(sample["mano_pose"], dtype=np.float64).reshape(2, 16, 3) * _MIRROR_AXIS_ANGLE).reshape(2, 48)
     out["mano_pose"] = pose[::-1].astype(np.float32)

@@ -25,10 +25,20 @@ forward; pixel (row r, col c) has its centre at image coordinates (x=c, y=r).
 | joints_valid   | bool (42,)                | per joint: the 3D label (joints3d) and its 2D label are valid |
 | joints2d_valid | bool (42,)                | per joint: the 2D label is valid; True wherever joints_valid is, and also where only 2D was annotated (MSCOCO) |
 | boxes          | float32 (2, 4)            | per-hand box x0, y0, x1, y1 in pixels; zeros where the hand is absent |
+| mesh_pending   | bool (2,)                 | verts of (right, left) not filled yet: `labels_from_mano` computes them from the MANO parameters |
+| joints_pending | bool (2,)                 | joints3d, joints2d, joint validity and box of the hand not filled yet either (MANO joints, projected) |
 
 Absent values are zeros with the matching validity flag False, never NaN, so batches stay finite.
 3D losses and metrics read `joints_valid`; 2D losses and the 2D label transforms read
 `joints2d_valid`, so a sample with 2D keypoints only has joints_valid False and joints2d_valid True.
+
+Pending labels. A source built with `labels="mano"` (the training loader) leaves what a MANO
+forward gives to one batched step on the training device, `handrecon.data.labels.labels_from_mano`:
+a hand with MANO parameters then has `mesh_pending` True and zero `verts` (mesh_valid still says
+whether it has a mesh), and where its joints come from MANO too (shards) `joints_pending` True with
+zero, invalid joints (3D and 2D) and the source's box until the step fills them. Annotated joints
+(readers) never pend. With `labels="full"` (the default: evaluation, tools) both flags are False and
+every label is filled per sample.
 """
 from __future__ import annotations
 
@@ -58,7 +68,20 @@ SAMPLE_FIELDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     "joints_valid": ("b", (42,)),
     "joints2d_valid": ("b", (42,)),
     "boxes": ("f", (2, 4)),
+    "mesh_pending": ("b", (2,)),
+    "joints_pending": ("b", (2,)),
 }
+
+#: What a source fills per sample: "full" every label; "mano" leaves the MANO-derived ones pending
+#: (see the module doc) for `handrecon.data.labels.labels_from_mano`.
+LABEL_MODES = ("full", "mano")
+
+
+def check_label_mode(labels: str) -> str:
+    """`labels` if it is one of LABEL_MODES, else a ValueError naming them."""
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+    return labels
 
 
 def check_sample(sample: dict, where: str = "sample") -> None:
