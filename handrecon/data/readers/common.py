@@ -19,8 +19,8 @@ from PIL import Image
 
 from ...errors import UserError
 from ...hand_model.constants import NUM_JOINTS, NUM_VERTS
-from ...hand_model.mano import HandModel
-from ..sample import HAND_TYPES, empty_sample
+from ...hand_model.mano import SIDES, HandModel
+from ..sample import HAND_TYPES, check_label_mode, empty_sample
 
 # Hand boxes: the tight box of the hand's points, grown about its centre by this factor
 # (InterWild's extend_ratio for hand boxes), then clipped to the image.
@@ -153,6 +153,23 @@ def box_from_points(points2d: np.ndarray, valid: np.ndarray, image_size: Sequenc
     return box.astype(np.float32)
 
 
+def boxes_from_points(points: torch.Tensor, valid: torch.Tensor, image_size: torch.Tensor, extend: float = BOX_EXTEND) -> torch.Tensor:
+    """`box_from_points` over a batch in torch, the same rule and (in float64) the same numbers:
+    points (..., N, 2) pixels, valid (..., N) bool, image_size (..., 2) as (H, W) -> (..., 4) boxes
+    in the points' dtype; zeros where no point is valid."""
+    big = torch.finfo(points.dtype).max
+    mask = valid[..., None]
+    lo = torch.where(mask, points, big).amin(-2)
+    hi = torch.where(mask, points, -big).amax(-2)
+    centre = (lo + hi) / 2
+    half = torch.clamp((hi - lo) * extend, min=BOX_MIN_SIZE) / 2
+    size = image_size.to(points.dtype)
+    upper = torch.stack([size[..., 1], size[..., 0]], -1)  # (W, H)
+    box = torch.cat([centre - half, centre + half], -1)
+    box = torch.minimum(torch.clamp(box, min=0), torch.cat([upper, upper], -1))
+    return torch.where(valid.any(-1, keepdim=True), box, torch.zeros((), dtype=box.dtype, device=box.device))
+
+
 def image_size_of(path: Path, card: str) -> tuple[int, int]:
     """(H, W) of an image file from its header (no pixel decoding)."""
     require_file(path, "image", card)
@@ -175,29 +192,68 @@ def load_image(path: Path, card: str) -> np.ndarray:
 
 
 @torch.no_grad()
+def mano_to_camera(
+    hand_model: HandModel, side: str, pose: np.ndarray, shape: np.ndarray, transl: np.ndarray, rot: np.ndarray, trans: np.ndarray,
+    chunk: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """World-frame MANO parameters of M hands of one side (pose (M, 48) axis-angle with global
+    orient first, shape (M, 10), transl (M, 3) m) seen by cameras X_cam = rot X + trans (rot
+    (M, 3, 3), trans (M, 3) m), in float32 through `HandModel.to_camera`, `chunk` hands at a time.
+
+    Returns (pose_cam (M, 48), transl_cam (M, 3)) float32; the hand pose (pose[:, 3:]) is
+    unchanged, only the global orient turns.
+    """
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    pose = np.asarray(pose, dtype=np.float32).reshape(-1, 48)
+    pose_cam, transl_cam = pose.copy(), np.zeros((len(pose), 3), dtype=np.float32)
+    for lo in range(0, len(pose), chunk):
+        part = slice(lo, lo + chunk)
+        orient, transl_part = hand_model.to_camera(side, t(pose[part, :3]), t(shape[part]), t(transl[part]), t(rot[part]), t(trans[part]))
+        pose_cam[part, :3] = orient.numpy()
+        transl_cam[part] = transl_part.numpy()
+    return pose_cam, transl_cam
+
+
+@torch.no_grad()
 def mano_in_camera(
-    hand_model: HandModel, side: str, pose: np.ndarray, shape: np.ndarray, transl: np.ndarray, rot: np.ndarray, trans: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """World-frame MANO parameters (pose (48,) axis-angle with global orient first, shape (10,),
-    transl (3,) m) seen by a camera X_cam = rot X + trans (trans in metres).
+    hand_model: HandModel, side: str, pose: np.ndarray, shape: np.ndarray, transl: np.ndarray, rot: np.ndarray, trans: np.ndarray,
+    mesh: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """World-frame MANO parameters of one hand (pose (48,) axis-angle with global orient first,
+    shape (10,), transl (3,) m) seen by a camera X_cam = rot X + trans (trans in metres).
 
     Returns (pose_cam (48,), transl_cam (3,), verts (778, 3) m, joints (21, 3) m), all in the
-    camera frame; the hand pose (pose[3:]) is unchanged, only the global orient turns.
+    camera frame; the hand pose (pose[3:]) is unchanged, only the global orient turns. With
+    mesh=False no MANO forward runs and verts and joints are None.
     """
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
-    betas = t(shape)
-    orient_cam, transl_cam = hand_model.to_camera(side, t(pose[:3]), betas, t(transl), t(rot), t(trans))
-    out = hand_model.hand(side, betas, orient_cam, t(pose[3:]), transl_cam)
-    pose_cam = np.concatenate([orient_cam[0].numpy(), np.asarray(pose[3:], dtype=np.float32)])
-    return pose_cam, transl_cam[0].numpy(), out.vertices[0].numpy(), out.joints[0].numpy()
+    pose_cam, transl_cam = mano_to_camera(hand_model, side, pose, np.asarray(shape)[None], np.asarray(transl)[None], np.asarray(rot)[None],
+                                          np.asarray(trans)[None])  # fmt: skip
+    if not mesh:
+        return pose_cam[0], transl_cam[0], None, None
+    t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
+    out = hand_model.hand(side, t(np.asarray(shape, dtype=np.float32)), t(pose_cam[0, :3]), t(pose_cam[0, 3:]), t(transl_cam[0]))
+    return pose_cam[0], transl_cam[0], out.vertices[0].numpy(), out.joints[0].numpy()
+
+
+@torch.no_grad()
+def put_mano_meshes(sample: dict, hand_model: HandModel) -> None:
+    """Fill `verts` of every hand with MANO parameters (mano_valid) from its camera-frame
+    parameters: one MANO forward per hand (the per-item path of labels="full")."""
+    for hand, side in enumerate(SIDES):
+        if sample["mano_valid"][hand]:
+            t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
+            pose = sample["mano_pose"][hand]
+            out = hand_model.hand(side, t(sample["mano_shape"][hand]), t(pose[:3]), t(pose[3:]), t(sample["mano_transl"][hand]))
+            put_hand(sample, hand, verts=out.vertices[0].numpy())
 
 
 def put_hand(sample: dict, hand: int, **fields: np.ndarray) -> None:
     """Write one hand's slice of the sample arrays: hand 0 = right, 1 = left.
 
     Keys: mano_pose (48,), mano_shape (10,), mano_transl (3,), verts (778, 3), joints3d (21, 3),
-    joints2d (21, 2), joints_valid (21,), joints2d_valid (21,), boxes (4,), mano_valid / mesh_valid
-    (bool). joints2d_valid defaults to joints_valid (a 3D label comes with its 2D label).
+    joints2d (21, 2), joints_valid (21,), joints2d_valid (21,), boxes (4,), mano_valid / mesh_valid /
+    mesh_pending / joints_pending (bool). joints2d_valid defaults to joints_valid (a 3D label comes
+    with its 2D label).
     """
     joint_slice = slice(hand * NUM_JOINTS, (hand + 1) * NUM_JOINTS)
     vert_slice = slice(hand * NUM_VERTS, (hand + 1) * NUM_VERTS)
@@ -243,13 +299,17 @@ class BaseReader(torch.utils.data.Dataset):
     Subclasses set `source` and `card`, fill `self._ids` in `__init__`, and implement
     `_meta(i)` (cheap: no image, no MANO) and `_labels(i)` (the full sample without the image).
     `__getitem__` returns a sample dict exactly per `handrecon.data.sample` (metres, camera frame).
+
+    `labels`: "full" (default) fills every label per item, meshes included; "mano" (the training
+    loader) leaves the mesh of each hand with MANO parameters pending (`mesh_pending`) for the
+    batched `handrecon.data.labels.labels_from_mano`, so an item runs no MANO forward.
     """
 
     source: ClassVar[str] = ""
     card: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True):
+    def __init__(self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True, labels: str = "full"):
         super().__init__()
         if self.splits and split not in self.splits:
             raise DataFormatError(f"{type(self).__name__}: split must be one of {', '.join(self.splits)}, got {split!r}")
@@ -257,6 +317,7 @@ class BaseReader(torch.utils.data.Dataset):
         self.split = split
         self.hand_model = hand_model
         self.load_images = load_images
+        self.label_mode = check_label_mode(labels)
         self._ids: list[str] = []
 
     @property
@@ -330,6 +391,7 @@ __all__ = [
     "DataFormatError",
     "ManoParams",
     "box_from_points",
+    "boxes_from_points",
     "card_hint",
     "field_array",
     "field_value",
@@ -338,9 +400,11 @@ __all__ = [
     "load_image",
     "load_json",
     "mano_in_camera",
+    "mano_to_camera",
     "new_sample",
     "project_fisheye",
     "put_hand",
+    "put_mano_meshes",
     "require_dir",
     "require_file",
 ]
