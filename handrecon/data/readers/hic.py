@@ -170,14 +170,16 @@ class HICReader(BaseReader):
     Args:
         root: folder holding HIC.json (or its parent holding data/HIC.json).
         split: 'test' (HIC has no other split).
+        labels: accepted like every reader's; HIC has meshes but no MANO parameters, so nothing
+            is ever left pending.
     """
 
     source = "hic"
     card = CARD
     splits = ("test",)
 
-    def __init__(self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True):
-        super().__init__(root, split, hand_model, load_images)
+    def __init__(self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True, labels: str = "full"):
+        super().__init__(root, split, hand_model, load_images, labels)
         require_dir(self.root, "HIC root folder", CARD)
         self.data_root = self.root / "data" if not (self.root / "HIC.json").is_file() and (self.root / "data").is_dir() else self.root
         self.entries = self._index(self.data_root / "HIC.json")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from ...camera import project
 from ...hand_model.constants import IH26M_TO_OURS, NUM_JOINTS, OURS_TO_IH26M
@@ -37,14 +38,15 @@ from .common import (
     DataFormatError,
     ManoParams,
     box_from_points,
+    boxes_from_points,
     card_hint,
     coco_annotation_keys,
     field_array,
     field_value,
     load_json,
-    mano_in_camera,
+    mano_to_camera,
     new_sample,
-    put_hand,
+    put_mano_meshes,
     require_dir,
 )
 
@@ -423,16 +425,24 @@ class InterHandReader(BaseReader):
     and a MANO fit exists (InterWild drops the fit of a hand with no valid joint as well). Boxes:
     valid 2D joints, grown by common.BOX_EXTEND and clipped to the image.
 
+    Every label but the mesh is computed once, at construction, for all annotations (arrays of
+    `_TABLE` keys, camera-frame MANO parameters through one batched `HandModel.to_camera` per
+    side); an item copies its rows and, with labels="full", runs MANO for its meshes.
+
     Args:
         root: folder holding annotations/ and images/ (datasets/interhand26m.md).
         split: 'train', 'val' or 'test'.
         subset: 'all' (H+M) or 'human_annot' (the human-annotated subset, InterWild's test set).
         human_annot_file: explicit path of aid_human_annot_<split>.txt (see `human_annot_ids`).
+        labels: 'full' or 'mano' (meshes left to `labels_from_mano`; see `BaseReader`).
     """
 
     source = "ih26m"
     card = CARD
     splits = SPLITS
+    # sample fields held per annotation by the reader, (N, ...) arrays in the sample's dtypes
+    _TABLE = ("joints3d", "joints2d", "joints_valid", "boxes", "mano_valid", "mano_pose", "mano_shape", "mano_transl")
+    _CHUNK = 65536  # annotations per step of the construction-time computation (bounded float64 temporaries)
 
     def __init__(
         self,
@@ -442,12 +452,13 @@ class InterHandReader(BaseReader):
         load_images: bool = True,
         subset: str = "all",
         human_annot_file: str | Path | None = None,
+        labels: str = "full",
     ):
-        super().__init__(root, split, hand_model, load_images)
+        super().__init__(root, split, hand_model, load_images, labels)
         self.subset = subset
         self.records = load_interhand_split(self.root, split, subset, human_annot_file)
         self._ids = [str(r.annot_id) for r in self.records]
-        self._valid = [self._joint_valid(r) for r in self.records]
+        self._table = self._label_table()
 
     @staticmethod
     def _joint_valid(rec: InterHandRecord) -> np.ndarray:
@@ -456,6 +467,55 @@ class InterHandReader(BaseReader):
         for hand, wrist in enumerate(IH26M_WRISTS):
             valid[hand * NUM_JOINTS : (hand + 1) * NUM_JOINTS] &= valid[wrist]
         return from_ih26m_order(valid)
+
+    def _label_table(self) -> dict[str, np.ndarray]:
+        """The `_TABLE` fields of every annotation (see the class doc), built chunk by chunk."""
+        n = len(self.records)
+        table = {
+            "joints3d": np.zeros((n, 2 * NUM_JOINTS, 3), np.float32),
+            "joints2d": np.zeros((n, 2 * NUM_JOINTS, 2), np.float32),
+            "joints_valid": np.zeros((n, 2 * NUM_JOINTS), bool),
+            "boxes": np.zeros((n, 2, 4), np.float32),
+            "mano_valid": np.zeros((n, 2), bool),
+            "mano_pose": np.zeros((n, 2, 48), np.float32),
+            "mano_shape": np.zeros((n, 2, 10), np.float32),
+            "mano_transl": np.zeros((n, 2, 3), np.float32),
+        }
+        for lo in range(0, n, self._CHUNK):
+            self._fill_table(table, lo, self.records[lo : lo + self._CHUNK])
+        return table
+
+    def _fill_table(self, table: dict[str, np.ndarray], lo: int, recs: list[InterHandRecord]) -> None:
+        rows = slice(lo, lo + len(recs))
+        rot = np.stack([r.cam.camrot for r in recs])
+        trans = np.stack([r.cam.extrinsics_m()[1] for r in recs])
+        focal, princpt = np.stack([r.cam.focal for r in recs]), np.stack([r.cam.princpt for r in recs])
+        world = np.stack([from_ih26m_order(r.frame.world_coord) for r in recs]) / 1000.0
+        joints_cam = world @ rot.transpose(0, 2, 1) + trans[:, None]
+        joints_2d = project(joints_cam, focal, princpt)
+        valid = np.stack([self._joint_valid(r) for r in recs]).reshape(len(recs), 2, NUM_JOINTS)
+        wanted = np.array([_sides_of(r.hand_type) for r in recs], dtype=bool)
+        present = wanted & valid.any(-1)  # (n, 2)
+        hand_valid = (valid & present[..., None]).reshape(len(recs), 2 * NUM_JOINTS)
+        table["joints_valid"][rows] = hand_valid
+        table["joints3d"][rows] = np.where(hand_valid[..., None], joints_cam, 0.0)
+        table["joints2d"][rows] = np.where(hand_valid[..., None], joints_2d, 0.0)
+        sizes = torch.tensor([(r.height, r.width) for r in recs])[:, None].expand(-1, 2, -1)
+        boxes = boxes_from_points(torch.from_numpy(joints_2d).reshape(len(recs), 2, NUM_JOINTS, 2), torch.from_numpy(valid), sizes)
+        table["boxes"][rows] = np.where(present[..., None], boxes.numpy(), 0.0)
+        for hand, side in enumerate(SIDES):
+            fitted = [k for k, r in enumerate(recs) if present[k, hand] and r.frame.mano[side] is not None]
+            if not fitted:
+                continue
+            fits = [recs[k].frame.mano[side] for k in fitted]
+            shape = np.stack([m.shape for m in fits])
+            pose, transl = mano_to_camera(self.hand_model, side, np.stack([m.pose for m in fits]), shape, np.stack([m.trans for m in fits]),
+                                          rot[fitted], trans[fitted])  # fmt: skip
+            at = lo + np.asarray(fitted)
+            table["mano_valid"][at, hand] = True
+            table["mano_pose"][at, hand] = pose
+            table["mano_shape"][at, hand] = shape
+            table["mano_transl"][at, hand] = transl
 
     def _meta(self, i: int) -> dict:
         rec = self.records[i]
@@ -472,29 +532,16 @@ class InterHandReader(BaseReader):
         }
 
     def _labels(self, i: int) -> dict:
-        rec, valid = self.records[i], self._valid[i]
-        size = (rec.height, rec.width)
+        rec = self.records[i]
         path = image_path(self.root, self.split, rec.file_name)
-        sample = new_sample(self._ids[i], self.source, path, size, rec.cam.focal, rec.cam.princpt, rec.hand_type)
-        rot, trans = rec.cam.extrinsics_m()
-        joints_cam = from_ih26m_order(rec.frame.world_coord) / 1000.0 @ rot.T + trans
-        joints_2d = project(joints_cam, rec.cam.focal, rec.cam.princpt)
-        for hand, (side, wanted) in enumerate(zip(SIDES, _sides_of(rec.hand_type))):
-            part = slice(hand * NUM_JOINTS, (hand + 1) * NUM_JOINTS)
-            hand_valid = valid[part]
-            if not (wanted and hand_valid.any()):
-                continue
-            mask = hand_valid[:, None]
-            put_hand(
-                sample, hand,
-                joints3d=np.where(mask, joints_cam[part], 0.0), joints2d=np.where(mask, joints_2d[part], 0.0),
-                joints_valid=hand_valid, boxes=box_from_points(joints_2d[part], hand_valid, size),
-            )  # fmt: skip
-            mano = rec.frame.mano[side]
-            if mano is not None:
-                pose, transl, verts, _ = mano_in_camera(self.hand_model, side, mano.pose, mano.shape, mano.trans, rot, trans)
-                put_hand(sample, hand, mano_pose=pose, mano_shape=mano.shape, mano_transl=transl, verts=verts)
-                put_hand(sample, hand, mano_valid=True, mesh_valid=True)
+        sample = new_sample(self._ids[i], self.source, path, (rec.height, rec.width), rec.cam.focal, rec.cam.princpt, rec.hand_type)
+        for key, column in self._table.items():
+            sample[key] = column[i].copy()
+        sample["mesh_valid"] = sample["mano_valid"].copy()
+        if self.label_mode == "mano":
+            sample["mesh_pending"] = sample["mano_valid"].copy()
+        else:
+            put_mano_meshes(sample, self.hand_model)
         return sample
 
 

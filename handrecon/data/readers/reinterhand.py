@@ -150,14 +150,17 @@ class ReInterHandReader(BaseReader):
             annotation files for some of its images, or lacks its folder or camera file;
             'skip' leaves those images (or the capture) out with one warning per capture.
             Real releases do miss files (InterWild issue #27).
+        labels: 'full' or 'mano' (meshes left to `labels_from_mano`; see `BaseReader`).
     """
 
     source = "reih"
     card = CARD
     splits = SPLITS
 
-    def __init__(self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True, on_missing: str = "error"):
-        super().__init__(root, split, hand_model, load_images)
+    def __init__(
+        self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True, on_missing: str = "error", labels: str = "full"
+    ):
+        super().__init__(root, split, hand_model, load_images, labels)
         if on_missing not in ON_MISSING:
             raise DataFormatError(f"Re:InterHand: on_missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}")
         self.on_missing = on_missing
@@ -267,9 +270,10 @@ class ReInterHandReader(BaseReader):
             )  # fmt: skip
             path = mano_file(cap_dir, side, it.frame)
             mano = ManoParams.parse(load_json(path, "Re:InterHand MANO file", CARD), "/".join(path.parts[-4:]), "")
-            pose, transl, verts, _ = mano_in_camera(self.hand_model, side, mano.pose, mano.shape, mano.trans, cam.R, trans)
-            put_hand(sample, hand, mano_pose=pose, mano_shape=mano.shape, mano_transl=transl, verts=verts)
-            put_hand(sample, hand, mano_valid=True, mesh_valid=True)
+            mesh = self.label_mode == "full"
+            pose, transl, verts, _ = mano_in_camera(self.hand_model, side, mano.pose, mano.shape, mano.trans, cam.R, trans, mesh=mesh)
+            put_hand(sample, hand, mano_pose=pose, mano_shape=mano.shape, mano_transl=transl, mano_valid=True, mesh_valid=True)
+            put_hand(sample, hand, **({"verts": verts} if mesh else {"mesh_pending": True}))
         return sample
 
 
