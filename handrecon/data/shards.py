@@ -14,6 +14,9 @@ Meshes and joints are not stored: `ShardSource` recomputes them from the MANO pa
 the hand model, exactly as the generator's condition was rendered from them, and projects the
 joints with the stored intrinsics. So every joint of a hand with MANO labels is valid and its 2D
 position is where the generator drew it, even where the source annotation had lost the joint.
+For training (`labels="mano"`) the source reads every label record once when it is built and
+leaves those meshes, joints and boxes to one batched MANO forward per batch
+(`handrecon.data.labels.labels_from_mano`), which applies the same rule to the batch.
 
 `index.json` beside the shards lists, per sample, the shard file and the byte offset and size
 of each member, so `ShardSource[i]` seeks straight to a sample (no scan, any order), which is
@@ -40,7 +43,7 @@ from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS, NUM_VERTS
 from ..hand_model.mano import SIDES, HandModel
 from ..io import atomic_write_bytes, atomic_write_json
-from .sample import empty_sample
+from .sample import check_label_mode, empty_sample
 
 INDEX = "index.json"
 MEMBERS = ("jpg", "cond.png", "json")
@@ -115,9 +118,14 @@ class ShardSource(torch.utils.data.Dataset):
         hand_model: recomputes verts / joints3d from the stored MANO parameters.
         load_images: False skips decoding the image (labels only).
         source: the `source` tag of every sample.
+        labels: "full" (default): every item reads its label record and runs MANO for its
+            meshes and joints. "mano" (the training loader): every label record is read and
+            checked once, at construction, into arrays, and an item leaves the meshes, joints and
+            boxes of its MANO hands pending (`mesh_pending`, `joints_pending`) for the batched
+            `handrecon.data.labels.labels_from_mano`; until then it keeps the stored boxes.
     """
 
-    def __init__(self, root: str | os.PathLike, hand_model: HandModel, load_images: bool = True, source: str = "synth"):
+    def __init__(self, root: str | os.PathLike, hand_model: HandModel, load_images: bool = True, source: str = "synth", labels: str = "full"):
         self.root = Path(root)
         index = self.root / INDEX
         if not index.is_file():
@@ -126,6 +134,8 @@ class ShardSource(torch.utils.data.Dataset):
         self.hand_model = hand_model
         self.load_images = load_images
         self.source = source
+        self.label_mode = check_label_mode(labels)
+        self._table = self._label_table() if labels == "mano" else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -144,18 +154,73 @@ class ShardSource(torch.utils.data.Dataset):
             raise UserError(f"{self.root / entry['shard']}: truncated at sample '{entry['key']}' ({member})")
         return data
 
-    def labels(self, i: int) -> dict:
-        data, entry = self.read_member(i, "json"), self.samples[i]
+    def _parse_labels(self, i: int, data: bytes) -> dict:
         try:
             return json.loads(data)
         except ValueError as exc:
+            entry = self.samples[i]
             raise UserError(f"{self.root / entry['shard']}: damaged labels of sample '{entry['key']}' ({exc})") from None
 
+    def labels(self, i: int) -> dict:
+        return self._parse_labels(i, self.read_member(i, "json"))
+
+    def _label_table(self) -> dict:
+        """Every sample's label fields as (N, ...) arrays (strings as lists): each shard is opened
+        once and its label members read in file order."""
+        n = len(self.samples)
+        probe = empty_sample("", self.source)
+        table: dict = {key: np.zeros((n, *probe[key].shape), probe[key].dtype) for key in LABEL_FIELDS}
+        table["sample_id"], table["hand_type"] = [""] * n, [""] * n
+        by_shard: dict[str, list[int]] = {}
+        for i, entry in enumerate(self.samples):
+            by_shard.setdefault(entry["shard"], []).append(i)
+        for shard, rows in by_shard.items():
+            with open(self.root / shard, "rb") as fh:
+                for i in sorted(rows, key=lambda k: self.samples[k]["json"][0]):
+                    offset, size = self.samples[i]["json"]
+                    fh.seek(offset)
+                    data = fh.read(size)
+                    if len(data) != size:
+                        raise UserError(f"{self.root / shard}: truncated at sample '{self.samples[i]['key']}' (json)")
+                    record = self._parse_labels(i, data)
+                    try:
+                        for key in LABEL_FIELDS:
+                            table[key][i] = record[key]
+                        table["sample_id"][i], table["hand_type"][i] = str(record["sample_id"]), str(record["hand_type"])
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raise UserError(f"{self.root / shard}: damaged labels of sample '{self.samples[i]['key']}' ({exc!r})") from None
+        return table
+
     def __getitem__(self, i: int) -> dict:
-        labels = self.labels(i)
         entry = self.samples[i]
-        sample = empty_sample(labels["sample_id"], self.source)
+        if self._table is not None:
+            sample = self._pending_sample(i)
+        else:
+            sample = self._full_sample(i, self.labels(i))
         sample["image_path"] = f"{self.root / entry['shard']}#{entry['key']}"
+        if self.load_images:
+            data = self.read_member(i, "jpg")
+            try:
+                sample["image"] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+            except OSError as exc:  # PIL's errors for a damaged image
+                shard = self.root / entry["shard"]
+                raise UserError(f"{shard}: damaged image of sample '{entry['key']}' ({exc})") from None
+        return sample
+
+    def _pending_sample(self, i: int) -> dict:
+        """labels="mano": the stored fields; meshes, joints and boxes of MANO hands pending."""
+        table = self._table
+        sample = empty_sample(table["sample_id"][i], self.source)
+        sample["hand_type"] = table["hand_type"][i]
+        for key in LABEL_FIELDS:
+            sample[key] = table[key][i].copy()
+        for key in ("mesh_valid", "mesh_pending", "joints_pending"):
+            sample[key] = sample["mano_valid"].copy()
+        return sample
+
+    def _full_sample(self, i: int, labels: dict) -> dict:
+        """labels="full": meshes and joints from one MANO forward per hand, joints projected."""
+        sample = empty_sample(labels["sample_id"], self.source)
         sample["hand_type"] = labels["hand_type"]
         for key in LABEL_FIELDS:
             sample[key] = np.asarray(labels[key], dtype=sample[key].dtype)
@@ -175,11 +240,4 @@ class ShardSource(torch.utils.data.Dataset):
         sample["joints2d_valid"] = sample["joints_valid"].copy()
         uv = project(sample["joints3d"], sample["focal"], sample["princpt"])
         sample["joints2d"] = np.where(sample["joints_valid"][:, None], uv, 0.0).astype(np.float32)
-        if self.load_images:
-            data = self.read_member(i, "jpg")
-            try:
-                sample["image"] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
-            except OSError as exc:  # PIL's errors for a damaged image
-                shard = self.root / entry["shard"]
-                raise UserError(f"{shard}: damaged image of sample '{entry['key']}' ({exc})") from None
         return sample
