@@ -40,14 +40,41 @@ class GroundTruth:
         }
 
 
-def load_ground_truth(reader) -> GroundTruth:
-    """Stack the evaluation fields of every sample of a reader (built with load_images=False)."""
+def load_ground_truth(reader, hand_model=None, chunk: int = 256) -> GroundTruth:
+    """Stack the evaluation fields of every sample of a reader (built with load_images=False).
+
+    Samples of a source built with labels="mano" get their pending meshes (and joints) from
+    `handrecon.data.labels.labels_from_mano`, `chunk` samples per MANO forward; that needs
+    `hand_model`. Sources with labels="full" (the default) need none.
+    """
+    import torch
+
+    from .data.labels import PENDING_KEYS, labels_from_mano
+
     fields = ("verts", "mesh_valid", "joints3d", "joints_valid")
+    step = fields + ("mano_valid", "mano_pose", "mano_shape", "mano_transl", "joints2d", "boxes", "focal", "princpt", "image_size")
     rows: dict[str, list] = {k: [] for k in fields + ("hand_type", "sample_id")}
+    batch: list[dict] = []
+
+    def flush() -> None:
+        collated = torch.utils.data.default_collate(batch)
+        if any(collated[k].any() for k in PENDING_KEYS if k in collated):
+            if hand_model is None:
+                raise ValueError("load_ground_truth: the samples have pending MANO labels (labels='mano'); pass the hand_model")
+            collated = labels_from_mano(collated, hand_model)
+        for k in fields:
+            rows[k].extend(collated[k].numpy())
+        batch.clear()
+
     for i in range(len(reader)):
         sample = reader[i]
-        for k in rows:
-            rows[k].append(sample[k])
+        rows["hand_type"].append(sample["hand_type"])
+        rows["sample_id"].append(sample["sample_id"])
+        batch.append({k: sample[k] for k in step + PENDING_KEYS if k in sample})
+        if len(batch) == chunk:
+            flush()
+    if batch:
+        flush()
     if not rows["sample_id"]:
         raise UserError("the dataset split has no samples to evaluate")
     return GroundTruth(

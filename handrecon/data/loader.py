@@ -96,9 +96,12 @@ class DataConfig:
         return next(name for name in self.sources if self.ratios[name] > 0)
 
 
-def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = True, name: str | None = None) -> torch.utils.data.Dataset:
+def build_source(
+    cfg: SourceConfig, hand_model: HandModel, load_images: bool = True, name: str | None = None, labels: str = "full"
+) -> torch.utils.data.Dataset:
     """A reader (by registry name) or a ShardSource, for one source section (`name`: its key in
-    data.sources, for the messages)."""
+    data.sources, for the messages); `labels` as theirs ("mano": MANO-derived labels left to
+    `handrecon.data.labels.labels_from_mano`; a live source's samples come complete)."""
     where = f"data.sources.{name}" if name else f"source of kind '{cfg.kind}'"
     if cfg.kind in _SOURCE_KIND_MODULES:
         if cfg.kind not in _SOURCE_KINDS:
@@ -106,16 +109,18 @@ def build_source(cfg: SourceConfig, hand_model: HandModel, load_images: bool = T
         return _SOURCE_KINDS[cfg.kind](cfg, hand_model, name or cfg.kind)
     if cfg.kind == "shards" and cfg.options:
         raise UserError(f"{where}.options: kind 'shards' takes no options, got {sorted(cfg.options)}")
+    if "labels" in cfg.options:
+        raise UserError(f"{where}.options: 'labels' is chosen by the job that reads the source (training: 'mano'), not by its options")
     if not cfg.root:
         raise UserError(f"{where} has no root folder: set its 'root'")
     if cfg.kind == "shards":
         from .shards import ShardSource
 
-        return ShardSource(cfg.root, hand_model, load_images=load_images)
+        return ShardSource(cfg.root, hand_model, load_images=load_images, labels=labels)
     from .readers import create_reader
 
     try:
-        return create_reader(cfg.kind, cfg.root, cfg.split, hand_model, load_images=load_images, **cfg.options)
+        return create_reader(cfg.kind, cfg.root, cfg.split, hand_model, load_images=load_images, labels=labels, **cfg.options)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from exc
 
@@ -141,15 +146,18 @@ def build_mixed_loader(
     rank: int = 0,
     world_size: int = 1,
     transform: Callable[[dict, int, int], dict] | None = None,
+    labels: str = "full",
 ) -> tuple[torch.utils.data.DataLoader, MixedBatchSampler, ConcatSources]:
     """DataLoader over the configured sources with exact per-batch ratios.
 
     `transform(sample, global_index, repeat)` runs in the workers (it must give every image the
     same size so batches collate); `repeat` counts earlier draws of the sample in this epoch, so
     a sample that a small source serves several times per epoch can be augmented differently
-    each time. Call `sampler.set_epoch(e)` before each epoch.
+    each time. `labels="mano"` builds the sources so that the workers run no MANO: pass each
+    batch through `handrecon.data.labels.labels_from_mano` on the training device. Call
+    `sampler.set_epoch(e)` before each epoch.
     """
-    sources = ConcatSources({name: build_source(source, hand_model, name=name) for name, source in cfg.sources.items()})
+    sources = ConcatSources({name: build_source(source, hand_model, name=name, labels=labels) for name, source in cfg.sources.items()})
     for dataset in sources.datasets.values():
         if hasattr(dataset, "start"):  # a live source: its generator process, before the workers copy it
             dataset.start()

@@ -2,6 +2,10 @@
 losses, augmentation seeded by (seed, epoch, sample index, repeat) - a pure function, so a resumed
 run augments as the uninterrupted one would have (the models draw no random numbers during
 training) - validation with the metrics module and the best checkpoint by a chosen metric.
+
+The training sources are built with labels="mano": the loader workers read, augment and collate
+without running MANO, and each micro-batch gets its meshes (and shard joints and boxes) from
+one batched forward on the training device (`handrecon.data.labels.labels_from_mano`).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.augment import Augmenter, crop_to_input, rng_for
+from ..data.labels import labels_from_mano
 from ..data.loader import build_mixed_loader
 from ..errors import UserError
 from ..evaluation import load_ground_truth, overlay_hands
@@ -71,7 +76,10 @@ class Trainer(TrainLoop):
 
         augment = dataclasses.replace(cfg.augment, output_size=self.model.input_size)
         self.transform = TrainTransform(Augmenter(augment, self.hand_model, cfg.train.seed), cfg.train.seed)
-        loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
+        # the workers leave meshes (and shard joints) to one MANO forward per batch on the device: `losses`
+        loader, sampler, self.sources = build_mixed_loader(
+            cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform, labels="mano"
+        )
         self.best = ckpt.BestTracker(self.run_dir, cfg.train.best_metric, cfg.train.best_mode, repair=self.dist.is_main)
         self.setup_loop(self.model, loader, sampler, self.sources)
         self._setup_validation()
@@ -93,6 +101,7 @@ class Trainer(TrainLoop):
                 module.eval()
 
     def losses(self, batch: dict, index: int) -> dict[str, torch.Tensor]:
+        batch = labels_from_mano(batch, self.model.hand_model)
         with self.autocast():
             out = self.net(batch)
         return self.model.losses(out, batch)
