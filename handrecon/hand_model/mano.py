@@ -194,6 +194,15 @@ class HandModel(nn.Module):
             self.register_buffer(f"joint_regressor_{side}", regressor, persistent=False)
             self.register_buffer(f"faces_{side}", layer.faces_tensor.long(), persistent=False)
         self.register_buffer("faces_two_hand", torch.cat([self.faces_right, self.faces_left + NUM_VERTS]), persistent=False)
+        # the rest wrist J0 is linear in the betas: J0 = j0 (v_template + shapedirs betas) = a + D betas
+        self.rest_root_affine: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for side in SIDES:
+            layer = self.layers[side]
+            j0 = layer.J_regressor[0].double()
+            template, dirs = j0 @ layer.v_template.double(), torch.einsum("v,vdk->dk", j0, layer.shapedirs.double())
+            self.rest_root_affine[side] = (template.numpy(), dirs.numpy())
+            self.register_buffer(f"rest_root_template_{side}", template.to(dtype), persistent=False)
+            self.register_buffer(f"rest_root_dirs_{side}", dirs.to(dtype), persistent=False)
 
     def _fix_left_shapedirs(self) -> bool:
         """The official MANO_LEFT.pkl has shapedirs[:, 0, :] with the right hand's sign; flip it
@@ -249,10 +258,9 @@ class HandModel(nn.Module):
         return HandOutput(vertices=out.vertices, joints=self.joint_regressor(side) @ out.vertices)
 
     def rest_root(self, side: str, betas: torch.Tensor) -> torch.Tensor:
-        """(B, 3) wrist joint of the shaped rest mesh: the point smplx rotates global_orient about."""
-        layer = self.layers[side]
-        v_shaped = layer.v_template + torch.einsum("bk,vdk->bvd", betas, layer.shapedirs)
-        return v_shaped.transpose(1, 2) @ layer.J_regressor[0]
+        """(B, 3) wrist joint of the shaped rest mesh: the point smplx rotates global_orient about.
+        (Linear in the betas, `rest_root_affine[side]` = (a (3,), D (3, 10)) in float64 numpy.)"""
+        return getattr(self, f"rest_root_template_{side}") + betas @ getattr(self, f"rest_root_dirs_{side}").T
 
     def to_camera(
         self, side: str, global_orient: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor
