@@ -75,7 +75,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A
 import cv2
 import numpy as np
-import torch
+from scipy.spatial.transform import Rotation
 
 from ..config import FieldError, check_fields
 from ..hand_model.constants import NUM_JOINTS, NUM_VERTS
@@ -282,14 +282,13 @@ def _swap_hands(arr: np.ndarray, block: int) -> np.ndarray:
     return np.concatenate([arr[block : 2 * block], arr[:block]], axis=0)
 
 
-def _hand_model_tensors(hand_model: HandModel):
-    """A converter of numpy arrays to (1, ...) tensors on the hand model's device and dtype."""
-    like = hand_model.layers["right"].v_template
-    return lambda a: torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)[None]
+def _rest_root(hand_model: HandModel, side: str, betas: np.ndarray) -> np.ndarray:
+    """(3,) float64 rest wrist J0 of one hand (HandModel.rest_root in numpy: no torch per sample)."""
+    template, dirs = hand_model.rest_root_affine[side]
+    return template + dirs @ np.asarray(betas, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------- flip
-@torch.no_grad()
 def flip_sample(sample: dict, hand_model: HandModel) -> dict:
     """Mirror a sample about the image's vertical centre line x = (W-1)/2 (see the module table).
 
@@ -318,16 +317,14 @@ def flip_sample(sample: dict, hand_model: HandModel) -> dict:
     pose = (np.asarray(sample["mano_pose"], dtype=np.float64).reshape(2, 16, 3) * _MIRROR_AXIS_ANGLE).reshape(2, 48)
     out["mano_pose"] = pose[::-1].astype(np.float32)
     out["mano_transl"] = np.zeros((2, 3), dtype=np.float32)
-    t = _hand_model_tensors(hand_model)
     for src in range(2):
         if not sample["mano_valid"][src]:
             continue
         dst = 1 - src
         # smplx turns each hand about its rest wrist J0; mirroring v = R (u - J0) + J0 + t gives
         # the other side's mesh with t' = S (J0_src + t) - J0_dst (= S t when J0_dst = S J0_src)
-        betas = t(sample["mano_shape"][src])
-        root_src = hand_model.rest_root(SIDES[src], betas)[0].double().cpu().numpy()
-        root_dst = hand_model.rest_root(SIDES[dst], betas)[0].double().cpu().numpy()
+        betas = sample["mano_shape"][src]
+        root_src, root_dst = _rest_root(hand_model, SIDES[src], betas), _rest_root(hand_model, SIDES[dst], betas)
         out["mano_transl"][dst] = _MIRROR @ (root_src + sample["mano_transl"][src]) - root_dst
     out["hand_type"] = _HAND_TYPE_FLIP[sample["hand_type"]]
     out["boxes"] = _boxes_after(
@@ -352,19 +349,17 @@ def _camera_of(matrix: np.ndarray, focal: np.ndarray, princpt: np.ndarray, angle
     return np.diag(new_f), lin @ princpt + off
 
 
-@torch.no_grad()
 def _roll_mano(sample: dict, out: dict, rot: np.ndarray, hand_model: HandModel) -> None:
-    """Global orient and translation of each valid hand seen by the camera rolled by `rot` (exact)."""
-    t = _hand_model_tensors(hand_model)
+    """Global orient and translation of each valid hand seen by the camera rolled by `rot` (exact):
+    `HandModel.to_camera` with no translation, in float64 numpy (orient composed as quaternions)."""
+    turn = Rotation.from_matrix(rot)
     for hand, side in enumerate(SIDES):
         if not sample["mano_valid"][hand]:
             continue
-        pose = sample["mano_pose"][hand]
-        orient, transl = hand_model.to_camera(
-            side, t(pose[:3]), t(sample["mano_shape"][hand]), t(sample["mano_transl"][hand]), t(rot), t(np.zeros(3))
-        )
-        out["mano_pose"][hand, :3] = orient[0].cpu().numpy()
-        out["mano_transl"][hand] = transl[0].cpu().numpy()
+        pose = np.asarray(sample["mano_pose"][hand], dtype=np.float64)
+        root = _rest_root(hand_model, side, sample["mano_shape"][hand])
+        out["mano_pose"][hand, :3] = (turn * Rotation.from_rotvec(pose[:3])).as_rotvec()
+        out["mano_transl"][hand] = rot @ (root + sample["mano_transl"][hand]) - root
 
 
 def affine_sample(
