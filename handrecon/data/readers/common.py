@@ -181,12 +181,14 @@ def image_size_of(path: Path, card: str) -> tuple[int, int]:
     return h, w
 
 
-def load_image(path: Path, card: str) -> np.ndarray:
-    """uint8 (H, W, 3) RGB."""
-    require_file(path, "image", card)
+def load_image(path: str | Path, card: str) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, a new writable array (decoded once, copied once)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return np.array(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
+    except (FileNotFoundError, IsADirectoryError):
+        require_file(Path(path), "image", card)  # the missing-file message
+        raise
     except OSError as exc:
         raise DataFormatError(f"{path}: not a readable image ({exc})") from exc
 
@@ -342,7 +344,7 @@ class BaseReader(torch.utils.data.Dataset):
         i = self._check_index(i)
         sample = self._labels(i)
         if self.load_images:
-            image = load_image(Path(sample["image_path"]), self.card)
+            image = load_image(sample["image_path"], self.card)
             if tuple(image.shape[:2]) != tuple(sample["image_size"]):
                 raise DataFormatError(
                     f"{sample['image_path']}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the annotation says "
