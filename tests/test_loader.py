@@ -5,9 +5,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 from shard_utils import write_test_shards
 
 from handrecon.config import ConfigError, load_config
+from handrecon.data.labels import labels_from_mano
 from handrecon.data.loader import DataConfig, SourceConfig, build_mixed_loader
 from handrecon.data.procedural import ProceduralConfig, generate
 from handrecon.data.readers import create_reader
@@ -67,6 +69,29 @@ def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
             draws.setdefault((source, index), []).append(repeat)
     assert sorted(draws) == [("real", i) for i in range(24)] + [("synth", 24 + i) for i in range(12)]
     assert all(sorted(r) == ([0] if source == "real" else [0, 1]) for (source, _), r in draws.items())
+
+
+def test_mano_labels_loader_gives_the_full_batches_after_the_label_step(roots, hand_model):
+    real, shards = roots
+    cfg = DataConfig(
+        real=SourceConfig(root=str(real)),
+        synth=SourceConfig(kind="shards", root=str(shards)),
+        ratios={"real": 0.5, "synth": 0.5},
+        batch_size=8,
+        num_workers=0,
+    )
+    full, _, _ = build_mixed_loader(cfg, hand_model)
+    mano, _, _ = build_mixed_loader(cfg, hand_model, labels="mano")
+    for want, batch in zip(full, mano):
+        assert batch["mesh_pending"].any() and not batch["verts"][batch["mesh_pending"].repeat_interleave(778, 1)].any()
+        got = labels_from_mano(batch, hand_model)
+        for key, value in want.items():
+            if key in ("verts", "joints3d", "joints2d", "boxes", "mano_transl"):
+                torch.testing.assert_close(got[key], value, atol=1e-4, rtol=0, msg=key)
+            elif torch.is_tensor(value):
+                assert torch.equal(got[key], value), key
+            else:
+                assert got[key] == value, key
 
 
 def test_bad_data_sections_are_config_errors(tmp_path):
