@@ -78,7 +78,7 @@ def test_batched_labels_equal_the_per_sample_labels_under_augmentation(sources, 
         ref = torch.utils.data.default_collate(full)
         batch = labels_from_mano(torch.utils.data.default_collate(mano), hand_model)
         assert not pending(batch)
-        for key in ("image_size", "mano_valid", "mano_pose", "mano_shape", "mano_transl", "mesh_valid", "joints_valid"):
+        for key in ("image_size", "mano_valid", "mano_pose", "mano_shape", "mano_transl", "mesh_valid", "joints_valid", "joints2d_valid"):
             assert torch.equal(batch[key], ref[key]), key
         assert batch["hand_type"] == ref["hand_type"]
         if kind == "reader":  # the same crops: boxes come from the annotated joints either way

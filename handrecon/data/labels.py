@@ -12,7 +12,7 @@ label           pending hand h, from one `HandModel` forward over the batch (bot
 =============== ==================================================================================
 verts           the MANO mesh of (mano_pose, mano_shape, mano_transl)[h]        (mesh_pending)
 joints3d        its 21 joints regressed from the mesh                           (joints_pending)
-joints_valid    True for the 21 joints                                          (joints_pending)
+joints_valid    True for the 21 joints (and joints2d_valid)                     (joints_pending)
 joints2d        joints3d projected with the batch's focal / princpt              (joints_pending)
 boxes           the readers' rule on those 2D joints, clipped to the image,    (joints_pending)
                 zeros when it has no area (as augmentation leaves a hand warped out of view)
@@ -70,6 +70,7 @@ def labels_from_mano(batch: dict, hand_model: HandModel) -> dict:
     jmask = joints_p.repeat_interleave(NUM_JOINTS, 1)
     filled["joints3d"] = torch.where(jmask[..., None], joints.to(batch["joints3d"].dtype), batch["joints3d"])
     filled["joints_valid"] = batch["joints_valid"].bool() | jmask
+    filled["joints2d_valid"] = batch["joints2d_valid"].bool() | jmask
     uv = project(joints, batch["focal"].to(joints.dtype), batch["princpt"].to(joints.dtype))
     filled["joints2d"] = torch.where(jmask[..., None], uv.to(batch["joints2d"].dtype), batch["joints2d"])
     b = uv.shape[0]

@@ -537,6 +537,7 @@ class InterHandReader(BaseReader):
         sample = new_sample(self._ids[i], self.source, path, (rec.height, rec.width), rec.cam.focal, rec.cam.princpt, rec.hand_type)
         for key, column in self._table.items():
             sample[key] = column[i].copy()
+        sample["joints2d_valid"] = sample["joints_valid"].copy()  # every annotated 3D joint has its 2D label
         sample["mesh_valid"] = sample["mano_valid"].copy()
         if self.label_mode == "mano":
             sample["mesh_pending"] = sample["mano_valid"].copy()
