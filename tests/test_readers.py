@@ -18,6 +18,7 @@ from fixtures_formats import (
     TRAIN_CAPTURE,
     make_hic_fixture,
     make_interhand_fixture,
+    make_mscoco_fixture,
     make_reinterhand_fixture,
     write_ply,
 )
@@ -442,12 +443,14 @@ def test_samples_collate_across_readers(ih_data, reih_data, hic_data, hand_model
     assert out["verts"].shape == (3, 2 * NUM_VERTS, 3) and out["source"] == ["ih26m", "reih", "hic"]
 
 
-def test_mano_labels_leave_meshes_to_the_batch_step(ih_data, reih_data, hic_data, hand_model):
+def test_mano_labels_leave_meshes_to_the_batch_step(ih_data, reih_data, hic_data, hand_model, tmp_path):
     """labels='mano': no mesh per item (annotated joints, boxes and MANO parameters as with 'full');
     one batched forward gives the meshes of 'full', hands without MANO keep their labels."""
     from handrecon.data.labels import labels_from_mano
 
-    for kind, root, split in (("ih26m", ih_data[0], "test"), ("reih", reih_data[0], "train"), ("hic", hic_data[0], "test")):
+    make_mscoco_fixture(tmp_path, "train", hand_model)
+    readers = (("ih26m", ih_data[0], "test"), ("reih", reih_data[0], "train"), ("hic", hic_data[0], "test"), ("mscoco", tmp_path, "train"))
+    for kind, root, split in readers:
         full = create_reader(kind, root, split, hand_model, load_images=False)
         mano = create_reader(kind, root, split, hand_model, load_images=False, labels="mano")
         samples = [mano[i] for i in range(len(mano))]
@@ -466,7 +469,7 @@ def test_mano_labels_leave_meshes_to_the_batch_step(ih_data, reih_data, hic_data
                 assert batch[key] == value, (kind, key)
         if kind == "ih26m":  # frame 40: no left fit but annotated left joints, kept by the batch step as they were
             assert any(not s["mano_valid"][1] and s["joints_valid"][21:].all() and s["joints3d"][21:].any() for s in samples)
-        pending = {"ih26m": True, "reih": True, "hic": False}[kind]
+        pending = {"ih26m": True, "reih": True, "hic": False, "mscoco": True}[kind]
         assert bool(torch.as_tensor(np.stack([s["mesh_pending"] for s in samples])).any()) == pending
     with pytest.raises(ValueError, match="labels must be one of full, mano, got 'mesh'"):
         create_reader("ih26m", ih_data[0], "test", hand_model, labels="mesh")

@@ -256,6 +256,8 @@ class MSCOCOReader(BaseReader):
             hand-crop metrics).
         mano_fits: 'auto' (default): fits_file(root, split) when it exists (the release has one
             for train only); 'none': no fits; or the path of a NeuralAnnot fits file.
+        labels: 'full' or 'mano' (meshes left to `labels_from_mano`; see `BaseReader`). A second
+            fit with another camera still runs one MANO forward per item for `camera_change`.
     """
 
     source = "mscoco"
@@ -263,9 +265,16 @@ class MSCOCOReader(BaseReader):
     splits = SPLITS
 
     def __init__(
-        self, root: str | Path, split: str, hand_model: HandModel, load_images: bool = True, crop: str = "person", mano_fits: str | Path = "auto"
+        self,
+        root: str | Path,
+        split: str,
+        hand_model: HandModel,
+        load_images: bool = True,
+        crop: str = "person",
+        mano_fits: str | Path = "auto",
+        labels: str = "full",
     ):
-        super().__init__(root, split, hand_model, load_images)
+        super().__init__(root, split, hand_model, load_images, labels)
         if crop not in CROPS:
             raise DataFormatError(f"MSCOCO: crop must be one of {', '.join(CROPS)}, got {crop!r}")
         self.crop = crop
@@ -342,8 +351,10 @@ class MSCOCOReader(BaseReader):
             t = lambda a: torch.as_tensor(a)[None]  # noqa: E731
             wrist = self.hand_model.hand(side, t(shape), t(pose[:3]), t(pose[3:]), t(trans)).joints[0, 0].double().numpy()
             rot, shift = camera_change(wrist, focal, princpt, sample["focal"], sample["princpt"])
-        pose, transl, verts, _ = mano_in_camera(self.hand_model, side, pose, shape, trans, rot, shift)
-        put_hand(sample, hand, mano_pose=pose, mano_shape=shape, mano_transl=transl, verts=verts, mano_valid=True, mesh_valid=True)
+        mesh = self.label_mode == "full"
+        pose, transl, verts, _ = mano_in_camera(self.hand_model, side, pose, shape, trans, rot, shift, mesh=mesh)
+        put_hand(sample, hand, mano_pose=pose, mano_shape=shape, mano_transl=transl, mano_valid=True, mesh_valid=True)
+        put_hand(sample, hand, **({"verts": verts} if mesh else {"mesh_pending": True}))
 
 
 def camera_change(wrist: np.ndarray, focal_from: np.ndarray, princpt_from: np.ndarray, focal: np.ndarray, princpt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
