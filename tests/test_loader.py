@@ -74,8 +74,7 @@ def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
 def test_mano_labels_loader_gives_the_full_batches_after_the_label_step(roots, hand_model):
     real, shards = roots
     cfg = DataConfig(
-        real=SourceConfig(root=str(real)),
-        synth=SourceConfig(kind="shards", root=str(shards)),
+        sources={"real": SourceConfig(root=str(real)), "synth": SourceConfig(kind="shards", root=str(shards))},
         ratios={"real": 0.5, "synth": 0.5},
         batch_size=8,
         num_workers=0,
