@@ -118,6 +118,7 @@ def test_hands_without_mano_keep_their_annotated_joints(hand_model):
         "joints3d": torch.full((1, 2 * NUM_JOINTS, 3), 3.0),
         "joints2d": torch.full((1, 2 * NUM_JOINTS, 2), 5.0),
         "joints_valid": torch.ones(1, 2 * NUM_JOINTS, dtype=torch.bool),
+        "joints2d_valid": torch.ones(1, 2 * NUM_JOINTS, dtype=torch.bool),
         "boxes": torch.full((1, 2, 4), 9.0),
         "focal": torch.tensor([[500.0, 500.0]]),
         "princpt": torch.tensor([[64.0, 64.0]]),
