@@ -99,6 +99,7 @@ def test_batched_labels_equal_the_per_sample_labels_under_augmentation(sources, 
         for i in range(len(full)):
             flip, rotate = _geometry(epoch, i)
             flips, rolls = flips + flip, rolls + rotate
+    print(f"{kind}: max |batched - per-sample| {worst}")
     assert worst["verts"] < 1e-5 and worst["joints3d"] < 1e-5, worst  # metres
     assert worst["joints2d"] < 1e-3 and worst["boxes"] < 1e-3, worst  # pixels
     assert flips > 10 and rolls > 10 and flips + rolls < 2 * EPOCHS * len(full_source)
