@@ -48,14 +48,14 @@ def test_yaml_and_set_build_a_loader_with_exact_ratios(roots, hand_model, tmp_pa
     assert tuple(batch["verts"].shape) == (8, 1556, 3) and tuple(batch["image"].shape) == (8, 48, 48, 3)
 
 
+def _half_and_half(real, shards) -> DataConfig:
+    sources = {"real": SourceConfig(root=str(real)), "synth": SourceConfig(kind="shards", root=str(shards))}
+    return DataConfig(sources=sources, ratios={"real": 0.5, "synth": 0.5}, batch_size=8, num_workers=0)
+
+
 def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
     real, shards = roots
-    cfg = DataConfig(
-        sources={"real": SourceConfig(root=str(real)), "synth": SourceConfig(kind="shards", root=str(shards))},
-        ratios={"real": 0.5, "synth": 0.5},
-        batch_size=8,
-        num_workers=0,
-    )
+    cfg = _half_and_half(real, shards)
 
     def crop(sample, index, repeat):
         return {**sample, "image": sample["image"][:16, :16], "index": index, "repeat": repeat}
@@ -73,12 +73,7 @@ def test_transform_runs_per_draw_and_counts_repeats(roots, hand_model):
 
 def test_mano_labels_loader_gives_the_full_batches_after_the_label_step(roots, hand_model):
     real, shards = roots
-    cfg = DataConfig(
-        sources={"real": SourceConfig(root=str(real)), "synth": SourceConfig(kind="shards", root=str(shards))},
-        ratios={"real": 0.5, "synth": 0.5},
-        batch_size=8,
-        num_workers=0,
-    )
+    cfg = _half_and_half(real, shards)
     full, _, _ = build_mixed_loader(cfg, hand_model)
     mano, _, _ = build_mixed_loader(cfg, hand_model, labels="mano")
     for want, batch in zip(full, mano):
