@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 from shard_utils import write_test_shards
@@ -86,6 +87,32 @@ def test_mano_labels_loader_gives_the_full_batches_after_the_label_step(roots, h
                 assert torch.equal(got[key], value), key
             else:
                 assert got[key] == value, key
+
+
+def test_collated_batches_equal_default_collate_in_and_out_of_workers(roots, hand_model):
+    """collate_samples stacks every numeric array field into one buffer (one shared block from a
+    worker) and gives default_collate's batch: same keys in order, dtypes, shapes and values, a
+    plain dict."""
+    from handrecon.data.collate import collate_samples
+
+    reader = create_reader("ih26m", roots[0], "train", hand_model, labels="mano")
+    samples = [dict(reader[i], index=i, extra={"n": np.full(3, i)}, scale=np.array(0.5 * i)) for i in range(6)]
+    want = torch.utils.data.default_collate(samples)
+
+    def same(got):
+        assert type(got) is dict and list(got) == list(want)
+        assert torch.equal(got.pop("extra")["n"], want["extra"]["n"])  # nested fields: default collate
+        for key, value in got.items():
+            if torch.is_tensor(value):
+                assert value.dtype == want[key].dtype and torch.equal(value, want[key]), key
+            else:
+                assert value == want[key], key
+        return got
+
+    same(collate_samples(samples))
+    loader = torch.utils.data.DataLoader(samples, batch_size=6, num_workers=1, collate_fn=collate_samples)
+    got = same(next(iter(loader)))  # through a worker: pickled as a few buffers, unpickled as views
+    assert len({got[k].untyped_storage().data_ptr() for k in ("image", "verts", "joints_valid", "image_size", "scale")}) == 1  # one block
 
 
 def test_bad_data_sections_are_config_errors(tmp_path):

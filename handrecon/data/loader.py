@@ -27,6 +27,7 @@ import torch
 from ..config import FieldError, check_fields
 from ..errors import UserError
 from ..hand_model.mano import HandModel
+from .collate import collate_samples
 from .mixing import ConcatSources, Draw, MixedBatchSampler
 
 #: The keys of the fixed-slot form of the data section, refused with the named form as the fix.
@@ -174,6 +175,7 @@ def build_mixed_loader(
     )
     dataset = MappedDataset(sources, transform) if transform is not None else sources
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available()
-    )
+        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_samples,
+    )  # fmt: skip
     return loader, sampler, sources
