@@ -458,6 +458,8 @@ class InterHandReader(BaseReader):
         self.subset = subset
         self.records = load_interhand_split(self.root, split, subset, human_annot_file)
         self._ids = [str(r.annot_id) for r in self.records]
+        folder = image_path(self.root, split, "")
+        self._paths = [str(folder / r.file_name) for r in self.records]  # once, not per item
         self._table = self._label_table()
 
     @staticmethod
@@ -522,7 +524,7 @@ class InterHandReader(BaseReader):
         return {
             "sample_id": self._ids[i],
             "source": self.source,
-            "image_path": str(image_path(self.root, self.split, rec.file_name)),
+            "image_path": self._paths[i],
             "image_size": (rec.height, rec.width),
             "hand_type": rec.hand_type,
             "capture": rec.capture,
@@ -533,8 +535,7 @@ class InterHandReader(BaseReader):
 
     def _labels(self, i: int) -> dict:
         rec = self.records[i]
-        path = image_path(self.root, self.split, rec.file_name)
-        sample = new_sample(self._ids[i], self.source, path, (rec.height, rec.width), rec.cam.focal, rec.cam.princpt, rec.hand_type)
+        sample = new_sample(self._ids[i], self.source, self._paths[i], (rec.height, rec.width), rec.cam.focal, rec.cam.princpt, rec.hand_type)
         for key, column in self._table.items():
             sample[key] = column[i].copy()
         sample["joints2d_valid"] = sample["joints_valid"].copy()  # every annotated 3D joint has its 2D label
