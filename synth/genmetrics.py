@@ -15,6 +15,22 @@ consistency (does a regressor read the label back from the generated image).
 * Label consistency: a trained regressor of this toolkit run on each generated image; per sample
   the root-relative 3D joint error (mm) and the 2D joint error (px) against the labels the image
   was conditioned on.
+
+The AttentionHand protocol (Park et al., ECCV 2024; docs/generation_protocol.md gives the sources
+and what is not published) has its own image views and label scores:
+
+* Canvas: AttentionHand's data loader and sampler resize every image and rendered mesh image to
+  512 x 512 (aspect not kept); `canvas_image` does the same here (PIL bilinear).
+* Hand crops (`attentionhand_box`, `attentionhand_crop`): the tight bounding box of the hand mesh
+  silhouette in the 512 x 512 image, no margin, stretched to a square (their loader takes the
+  bounding rectangle of the thresholded mesh image and resizes it to 512 x 512; here it goes
+  straight to the Inception size). The silhouette's box is taken in closed form as the box of the
+  projected label vertices of the hands with a mesh; a sample without any mesh falls back to its
+  label boxes.
+* MSE-2D / MSE-3D (`label_mse`): the paper names them but publishes no definition, so these are
+  this toolkit's: the mean squared error (averaged over joints and coordinates) between the
+  regressor's joints and the conditioning label's joints, 2D in pixels of the 512 x 512 canvas
+  (px^2), 3D root-relative (wrist) in centimetres (cm^2).
 """
 from __future__ import annotations
 
@@ -37,6 +53,8 @@ from handrecon.io import atomic_write_bytes
 
 FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SIZE = 299
+#: AttentionHand's working resolution: images and mesh images are resized to 512 x 512.
+AH_CANVAS = 512
 
 
 @contextlib.contextmanager
@@ -163,23 +181,110 @@ class FeatureCache:
         return feats
 
 
+def _read_back(model: torch.nn.Module, samples, hand_model, batch_size: int, device) -> dict[str, torch.Tensor]:
+    """The regressor's joints on every sample next to the sample's labels: 'pred3d', 'gt3d' (N, 42, 3)
+    metres, camera frame; 'pred2d', 'gt2d' (N, 42, 2) pixels; 'valid' (N, 2) hands with a label
+    mesh; 'size' (N, 2) image (H, W)."""
+    from handrecon.camera import project
+    from handrecon.engine.predict import predict_dataset
+
+    pred = predict_dataset(model, samples, batch_size, device, progress=False)
+    items = [samples[i] for i in range(len(samples))]
+    stack = lambda key, dtype=torch.float64: torch.as_tensor(np.stack([np.asarray(s[key]) for s in items]), dtype=dtype)  # noqa: E731
+    pred3d = hand_model.regress_joints(torch.as_tensor(pred["verts"], dtype=torch.float32)).double()
+    focal, princpt = stack("focal"), stack("princpt")
+    return {
+        "pred3d": pred3d,
+        "gt3d": stack("joints3d"),
+        "pred2d": project(pred3d, focal, princpt, behind="clamp"),  # a prediction behind the camera stays finite
+        "gt2d": stack("joints2d"),
+        "valid": stack("mesh_valid", torch.bool),
+        "size": stack("image_size"),
+    }
+
+
+def _per_sample(per_hand: torch.Tensor, valid: torch.Tensor) -> np.ndarray:
+    """(N, 2) per-hand values -> (N,) mean over the hands with a label mesh (NaN without one)."""
+    return torch.where(valid, per_hand, torch.nan).nanmean(1).numpy()
+
+
 def label_consistency(model: torch.nn.Module, samples, hand_model, batch_size: int = 16, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Per sample: 'mpjpe_mm' (root-relative 3D joints, mean over valid hands) and 'joints2d_px'
     (2D joints) of `model`'s prediction on the generated image against the sample's labels."""
-    from handrecon.camera import project
-    from handrecon.engine.predict import predict_dataset
     from handrecon.losses import root_relative_joints
 
-    pred = predict_dataset(model, samples, batch_size, device, progress=False)
-    crops = [samples[i] for i in range(len(samples))]
-    gt3d = torch.as_tensor(np.stack([s["joints3d"] for s in crops]), dtype=torch.float64)
-    valid = torch.as_tensor(np.stack([s["mesh_valid"] for s in crops]))
-    pred3d = hand_model.regress_joints(torch.as_tensor(pred["verts"], dtype=torch.float32)).double()
-    err3d = (root_relative_joints(pred3d) - root_relative_joints(gt3d)).norm(dim=-1).reshape(-1, 2, 21).mean(-1) * 1000  # (N, 2)
-    mpjpe = torch.where(valid, err3d, torch.nan).nanmean(1)
-    focal = torch.as_tensor(np.stack([s["focal"] for s in crops]), dtype=torch.float64)
-    princpt = torch.as_tensor(np.stack([s["princpt"] for s in crops]), dtype=torch.float64)
-    pred2d = project(pred3d, focal, princpt, behind="clamp")  # a prediction behind the camera stays finite
-    gt2d = torch.as_tensor(np.stack([s["joints2d"] for s in crops]), dtype=torch.float64)
-    err2d = (pred2d - gt2d).norm(dim=-1).reshape(-1, 2, 21).mean(-1)
-    return {"mpjpe_mm": mpjpe.numpy(), "joints2d_px": torch.where(valid, err2d, torch.nan).nanmean(1).numpy()}
+    got = _read_back(model, samples, hand_model, batch_size, device)
+    err3d = (root_relative_joints(got["pred3d"]) - root_relative_joints(got["gt3d"])).norm(dim=-1).reshape(-1, 2, 21).mean(-1) * 1000
+    err2d = (got["pred2d"] - got["gt2d"]).norm(dim=-1).reshape(-1, 2, 21).mean(-1)
+    return {"mpjpe_mm": _per_sample(err3d, got["valid"]), "joints2d_px": _per_sample(err2d, got["valid"])}
+
+
+def label_mse(
+    model: torch.nn.Module, samples, hand_model, canvas: int = AH_CANVAS, batch_size: int = 16, device: str | torch.device = "cpu"
+) -> dict[str, np.ndarray]:
+    """Per sample, the AttentionHand protocol's label scores as this toolkit defines them (the paper
+    publishes none): 'mse_2d_px2', the squared 2D joint error in pixels of the image resized to
+    `canvas` x `canvas` (x scaled by canvas / W, y by canvas / H), and 'mse_3d_cm2', the squared
+    error of the wrist-relative 3D joints in centimetres; each averaged over the 21 joints and
+    their coordinates per hand, then over the hands with a label mesh (NaN without one)."""
+    from handrecon.losses import root_relative_joints
+
+    got = _read_back(model, samples, hand_model, batch_size, device)
+    scale = canvas / got["size"].flip(-1)  # (N, 2): canvas / W, canvas / H
+    d2 = (got["pred2d"] - got["gt2d"]) * scale[:, None]
+    d3 = (root_relative_joints(got["pred3d"]) - root_relative_joints(got["gt3d"])) * 100.0
+    mse2d = d2.square().reshape(-1, 2, 21 * 2).mean(-1)
+    mse3d = d3.square().reshape(-1, 2, 21 * 3).mean(-1)
+    return {"mse_2d_px2": _per_sample(mse2d, got["valid"]), "mse_3d_cm2": _per_sample(mse3d, got["valid"])}
+
+
+def to_canvas(points: np.ndarray, image_size, canvas: int = AH_CANVAS) -> np.ndarray:
+    """(..., 2) pixel coordinates in an (H, W) image -> in that image resized to canvas x canvas
+    (pixel centres at integers: x' = (x + 0.5) * canvas / W - 0.5, likewise y)."""
+    h, w = (float(v) for v in image_size)
+    return (np.asarray(points, np.float64) + 0.5) * np.array([canvas / w, canvas / h]) - 0.5
+
+
+def canvas_image(image: np.ndarray, canvas: int = AH_CANVAS) -> np.ndarray:
+    """The image resized to canvas x canvas (aspect not kept), as AttentionHand's loader does."""
+    if image.shape[:2] == (canvas, canvas):
+        return image
+    return np.asarray(Image.fromarray(image).resize((canvas, canvas), Image.BILINEAR))
+
+
+def attentionhand_box(sample: dict, canvas: int = AH_CANVAS) -> tuple[tuple[int, int, int, int], str] | None:
+    """AttentionHand's hand crop box of a sample in its image resized to canvas x canvas, and what
+    it came from: ((x0, y0, x1, y1), 'mesh' | 'boxes'), inclusive pixel columns and rows.
+
+    'mesh': the pixels whose centres lie within the box of the projected label vertices of the
+    hands with a mesh (in front of the camera), i.e. the bounding rectangle of the mesh
+    silhouette; 'boxes': without any mesh, the same rule on the corners of the label hand boxes.
+    Clipped to the canvas; None when nothing is left."""
+    from handrecon.camera import MIN_DEPTH, project
+    from handrecon.hand_model.constants import NUM_VERTS
+
+    valid = np.asarray(sample["mesh_valid"], bool)
+    if valid.any():
+        verts = np.asarray(sample["verts"], np.float64).reshape(2, NUM_VERTS, 3)[valid].reshape(-1, 3)
+        verts = verts[verts[:, 2] > MIN_DEPTH]
+        points, source = project(verts, np.asarray(sample["focal"], np.float64), np.asarray(sample["princpt"], np.float64)), "mesh"
+    else:
+        boxes = np.asarray(sample["boxes"], np.float64).reshape(-1, 4)
+        boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+        points, source = boxes.reshape(-1, 2), "boxes"
+    if not len(points):
+        return None
+    points = to_canvas(points, sample["image_size"], canvas)
+    (x0, y0), (x1, y1) = np.ceil(points.min(0)), np.floor(points.max(0))
+    x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(canvas - 1, int(x1)), min(canvas - 1, int(y1))
+    if x1 < x0 or y1 < y0:
+        return None
+    return (x0, y0, x1, y1), source
+
+
+def attentionhand_crop(image: np.ndarray, box: tuple[int, int, int, int], canvas: int = AH_CANVAS, size: int = INCEPTION_SIZE) -> np.ndarray:
+    """The crop at `box` (from `attentionhand_box`) of the image resized to canvas x canvas,
+    stretched to size x size."""
+    x0, y0, x1, y1 = box
+    crop = canvas_image(image, canvas)[y0 : y1 + 1, x0 : x1 + 1]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR))
