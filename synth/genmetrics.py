@@ -168,7 +168,11 @@ class FeatureCache:
         out, batch = [], []
         with torch.no_grad():
             for image in images:
-                batch.append(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))  # a writable copy
+                image = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a writable copy
+                if batch and image.shape != batch[0].shape:  # images of another size (whole COCO images): a batch of their own
+                    out.append(self._model(torch.stack(batch).to(self.device)).double().cpu().numpy())
+                    batch = []
+                batch.append(image)
                 if len(batch) == self.batch_size:
                     out.append(self._model(torch.stack(batch).to(self.device)).double().cpu().numpy())
                     batch = []

@@ -47,6 +47,16 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(inception_weights
     np.testing.assert_array_equal(again, clean)
 
 
+def test_images_of_different_sizes_get_the_features_each_gets_alone(inception_weights, tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((40, 56), (40, 56), (64, 48), (40, 56))]
+    cache = FeatureCache(inception_weights, tmp_path / "features")
+    together = cache.features(images, [str(i) for i in range(4)], "whole")
+    alone = np.concatenate([cache.features([im], [f"alone{i}"], "whole") for i, im in enumerate(images)])
+    assert together.shape == (4, 2048)
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_inception_weights_are_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="weights-inception-2015-12-05-6726825d.pth"):
         FeatureCache(tmp_path / "none.pth", tmp_path).features([], ["a"], "whole")
