@@ -14,8 +14,9 @@ The `generator` section is the `GeneratorSettings` of `synth/settings.py`: every
 the cache job, live generation and the ablation read them from there.
 
 Randomness that a step draws (VAE posterior sample, noise, timesteps) comes from a generator
-seeded by (seed, step, micro-batch, rank), so a resumed run reproduces the uninterrupted run's
-losses exactly. Checkpoints (`checkpoints/step_XXXXXXXX/controlnet/`, diffusers format) load with
+seeded by (seed, step, micro-batch, rank), and whether a pair trains on the empty prompt
+(`data.empty_prompt_prob`, as diffusers' ``--proportion_empty_prompts``) from (seed, epoch,
+sample index, repeat), so a resumed run reproduces the uninterrupted run's losses exactly. Checkpoints (`checkpoints/step_XXXXXXXX/controlnet/`, diffusers format) load with
 `FusionControlNetModel.from_pretrained` or `--set model.controlnet=...`.
 """
 from __future__ import annotations
@@ -69,8 +70,13 @@ class GeneratorData(DataConfig):
     batch_size: int = 4  # per rank; >= 1
     prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
     dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the first source's kind
+    empty_prompt_prob: float = 0.0  # share of training pairs whose prompt is "" (the unconditional prompt of guidance); in [0, 1)
 
     __moved_keys__: ClassVar[dict[str, str]] = {**DataConfig.__moved_keys__, **_moved("crop_margin")}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, "in [0, 1)", "empty_prompt_prob")
 
 
 @dataclass
@@ -102,18 +108,35 @@ class GeneratorExperiment:
     train: GeneratorTrain = field(default_factory=GeneratorTrain)
 
 
+_EMPTY_PROMPT_TAG = 0x5E4D  # keeps the prompt draws apart from other draws seeded by the same numbers
+
+
+def prompt_dropped(seed: int, epoch: int, index: int, repeat: int, prob: float) -> bool:
+    """Whether the draw (`index`, `repeat`) of `epoch` trains on the empty prompt: true with
+    probability `prob`, a pure function of its arguments (so a resumed run draws the same)."""
+    if prob <= 0:
+        return False
+    return bool(np.random.default_rng([int(seed), int(epoch), int(index), int(repeat), _EMPTY_PROMPT_TAG]).random() < prob)
+
+
 class PairTransform:
     """Sample -> training pair: image in [-1, 1], condition in [0, 1] (both 3 x S x S), prompt
-    token ids and hand-token mask, as `settings` (resolution set) say. Deterministic; runs in
-    the loader workers."""
+    token ids and hand-token mask, as `settings` (resolution set) say. With `empty_prompt_prob`
+    a draw's prompt is replaced by "" with that probability (no hand tokens then), decided by
+    :func:`prompt_dropped` from (`seed`, `epoch`, global index, repeat): set `epoch` before each
+    epoch's iterator starts its workers. Deterministic; runs in the loader workers."""
 
-    def __init__(self, hand_model: HandModel, tokenizer, settings: GeneratorSettings, prompts: dict[str, dict] | None, dataset: str):
+    def __init__(self, hand_model: HandModel, tokenizer, settings: GeneratorSettings, prompts: dict[str, dict] | None, dataset: str,
+                 empty_prompt_prob: float = 0.0, seed: int = 0):  # fmt: skip
         from synth.hand_tokens import HandWordFinder
 
         if settings.resolution is None:
             raise ValueError("PairTransform needs settings with the resolution set (resolve_resolution)")
+        if not 0 <= empty_prompt_prob < 1:
+            raise ValueError(f"empty_prompt_prob must be in [0, 1), got {empty_prompt_prob}")
         self.hand_model, self.tokenizer, self.settings, self.size = hand_model, tokenizer, settings, settings.resolution
         self.prompts, self.dataset = prompts, dataset
+        self.empty_prompt_prob, self.seed, self.epoch = float(empty_prompt_prob), int(seed), 0
         self.finder = HandWordFinder()
         self._chain = None
 
@@ -132,14 +155,18 @@ class PairTransform:
         return self._chain([{**sample, "source": self.dataset}])[0][key]
 
     def __call__(self, sample: dict, index: int, repeat: int = 0) -> dict:
-        """The loader's transform protocol; a pair has no randomness, so index and repeat go unused."""
+        """The loader's transform protocol: `index` (global) and `repeat` (earlier draws of the
+        sample in the epoch) seed the empty-prompt draw."""
         from synth.hand_tokens import hand_tokens
 
         crop = crop_to_input(sample, (self.size, self.size), self.settings.crop_margin)
         cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.settings.condition_style)["image"][0]
-        text = self.prompt(crop)
+        text = self.prompt(crop)  # read even when dropped: a sample missing from the prompt cache is an error either way
+        if prompt_dropped(self.seed, self.epoch, index, repeat, self.empty_prompt_prob):
+            text = ""
         ids = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        mask = hand_token_mask([hand_tokens(text, self.tokenizer, self.finder).columns], self.tokenizer.model_max_length)[0]
+        columns = hand_tokens(text, self.tokenizer, self.finder).columns if text else []
+        mask = hand_token_mask([columns], self.tokenizer.model_max_length)[0]
         return {
             "sample_id": str(sample["sample_id"]),
             "source": crop["source"],
@@ -211,9 +238,14 @@ class GeneratorTrainer(TrainLoop):
 
             prompts = load_prompts(cfg.data.prompts)
         self.val_source = next(iter(cfg.data.sources.values()))
-        self.transform = PairTransform(self.hand_model, self.parts.tokenizer, g, prompts, cfg.data.dataset or self.val_source.kind)
+        self.transform = PairTransform(self.hand_model, self.parts.tokenizer, g, prompts, cfg.data.dataset or self.val_source.kind,
+                                       cfg.data.empty_prompt_prob, cfg.train.seed)  # fmt: skip
         loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
         self.setup_loop(self.controlnet, loader, sampler, self.sources)
+
+    def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)
+        self.transform.epoch = epoch  # before the epoch's iterator starts its workers
 
     def load_weights(self, checkpoint: Path) -> None:
         from .models import FusionControlNetModel
