@@ -34,6 +34,7 @@ from handrecon.config import check_fields
 from handrecon.data.augment import crop_to_input
 from handrecon.data.loader import DataConfig, build_mixed_loader, build_source
 from handrecon.engine import checkpoint as ckpt
+from handrecon.engine.amp import autocast
 from handrecon.engine.distributed import barrier
 from handrecon.engine.loop import LoopConfig, TrainLoop
 from handrecon.engine.optim import OptimConfig, ScheduleConfig
@@ -52,11 +53,16 @@ def _moved(*names: str) -> dict[str, str]:
     return {n: f"a generator setting now: write generator.{n} (saved with every ControlNet; synth/settings.py)" for n in names}
 
 
+#: `model.base_dtype` -> the dtype the frozen components are held in.
+BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class GeneratorConfig:
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)
     controlnet: str | None = None  # start from this ControlNet folder (this run's generator section still decides); default: a copy of the UNet encoder
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute the ControlNet's and the UNet's activations in backward: less memory, slower steps
+    base_dtype: str = field(default="fp32", metadata={"choices": tuple(BASE_DTYPES)})  # frozen VAE, text encoder, UNet; the ControlNet trains in fp32; fp16 needs CUDA
 
     __moved_keys__: ClassVar[dict[str, str]] = _moved(
         "structural_fusion", "fusion_resolutions", "fusion_resolution", "hand_bias", "hand_bias_targets", "condition_style"
@@ -190,15 +196,18 @@ def denoising_loss(parts: Components, controlnet, context: HandTokenContext, bat
     if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"the noise scheduler's prediction_type must be 'epsilon' or 'v_prediction', got {scheduler.config.prediction_type!r}")
     with torch.no_grad():
-        latents = vae.encode(batch["pixel_values"]).latent_dist.sample(generator) * vae.config.scaling_factor
+        latents = vae.encode(batch["pixel_values"].to(vae.dtype)).latent_dist.sample(generator) * vae.config.scaling_factor
         text = parts.text_encoder(batch["input_ids"])[0]
     latents = latents.float()  # noise and noising in float32 even under autocast (sqrt(alpha_bar) ~ 1 rounds in bf16)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
     noisy = scheduler.add_noise(latents, noise, steps)
+    # each network gets its inputs in its own dtype (model.base_dtype: the frozen UNet's may differ from the ControlNet's)
+    net, base = parts.controlnet.dtype, unet.dtype
     with context.use(batch["hand_mask"]):
-        down, mid = controlnet(noisy, steps, text, controlnet_cond=batch["condition"], return_dict=False)
-        pred = unet(noisy, steps, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        down, mid = controlnet(noisy.to(net), steps, text.to(net), controlnet_cond=batch["condition"].to(net), return_dict=False)
+        pred = unet(noisy.to(base), steps, text.to(base), down_block_additional_residuals=tuple(d.to(base) for d in down),
+                    mid_block_additional_residual=mid.to(base)).sample  # fmt: skip
     target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
     return F.mse_loss(pred.float(), target.float())
 
@@ -220,8 +229,11 @@ class GeneratorTrainer(TrainLoop):
         self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **cfg.generator.fusion())
         self.settings = resolve_resolution(cfg.generator, self.parts)  # what every checkpoint's controlnet/ records
         g = self.settings
-        for name in ("vae", "text_encoder", "unet"):
-            getattr(self.parts, name).to(self.device).requires_grad_(False).eval()
+        if m.base_dtype == "fp16" and self.device.type != "cuda":
+            raise UserError(f"model.base_dtype=fp16 needs a CUDA device (device is {self.device}); use bf16 or fp32")
+        for name in ("vae", "text_encoder", "unet"):  # cast after the ControlNet copied the UNet's fp32 weights
+            # torch's `to`: diffusers' own warns about modules kept in fp32 at every dtype cast, even where it names none
+            torch.nn.Module.to(getattr(self.parts, name), self.device, BASE_DTYPES[m.base_dtype]).requires_grad_(False).eval()
         self.controlnet = self.parts.controlnet.to(self.device)
         if m.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()
@@ -283,9 +295,13 @@ class GeneratorTrainer(TrainLoop):
             samples = [pipe.crop(reader[i]) for i in range(t.val_samples)]
             prompts = [self.transform.prompt(s) for s in samples]
             steps = {} if t.val_inference_steps is None else {"num_inference_steps": t.val_inference_steps}
+            # a frozen base in half precision beside the fp32 ControlNet: the pipeline mixes their dtypes only under autocast
+            base = self.cfg.model.base_dtype
+            amp = "off" if base == "fp32" else t.amp if t.amp != "off" else base
             self.controlnet.eval()
             try:
-                out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model, **steps)
+                with autocast(self.device, amp):
+                    out = pipe.generate(prompts, list(range(t.val_samples)), samples=samples, hand_model=self.hand_model, **steps)
             finally:
                 self.controlnet.train()
             grid = np.concatenate([np.concatenate([c, g, s["image"]], 1) for c, g, s in zip(out.conditions, out.images, samples)], 0)

@@ -181,6 +181,30 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
     assert moved  # the zero convolutions did train
 
 
+def test_a_half_precision_base_trains_an_fp32_controlnet(tmp_path, procedural_root, mano_dir):
+    """model.base_dtype=bf16: the frozen VAE, text encoder and UNet are bf16, the ControlNet and its
+    optimizer stay fp32; a step and the validation grid run without train.amp as well."""
+    from handrecon.errors import UserError
+
+    overrides = [
+        f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
+        "train.max_steps=1", "train.val_every=1", "train.ckpt_every=1", "train.val_samples=1", "train.val_inference_steps=1",
+        "train.device=cpu", "train.amp=off", "optim.lr=1e-3", "model.base_dtype=bf16",
+    ]  # fmt: skip
+    trainer = GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={tmp_path / 'run'}"]), progress=False)
+    parts = trainer.parts
+    assert {p.dtype for m in (parts.vae, parts.text_encoder, parts.unet) for p in m.parameters()} == {torch.bfloat16}
+    before = {k: v.clone() for k, v in trainer.controlnet.state_dict().items()}
+    trainer.fit()
+    trainer.close()
+    assert np.isfinite(trainer.last_scalars["loss"])
+    assert {p.dtype for group in trainer.optimizer.param_groups for p in group["params"]} == {torch.float32}
+    assert any(not torch.equal(before[k], v) for k, v in trainer.controlnet.state_dict().items())
+    assert (tmp_path / "run" / "images" / "step_00000001.png").is_file()
+    with pytest.raises(UserError, match="model.base_dtype=fp16 needs a CUDA device"):
+        GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={tmp_path / 'fp16'}", "model.base_dtype=fp16"]), progress=False)
+
+
 def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedural_root, mano_dir):
     """train.max_steps=null: the run is train.epochs passes over the epoch source, as in tools/train.py."""
     cfg = load_config(GeneratorExperiment, None, [
