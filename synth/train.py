@@ -21,10 +21,12 @@ sample index, repeat), so a resumed run reproduces the uninterrupted run's losse
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -62,7 +64,7 @@ class GeneratorConfig:
     base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)
     controlnet: str | None = None  # start from this ControlNet folder (this run's generator section still decides); default: a copy of the UNet encoder
     gradient_checkpointing: bool = False  # recompute the ControlNet's and the UNet's activations in backward: less memory, slower steps
-    base_dtype: str = field(default="fp32", metadata={"choices": tuple(BASE_DTYPES)})  # frozen VAE, text encoder, UNet; the ControlNet trains in fp32; fp16 needs CUDA
+    base_dtype: str = field(default="fp32", metadata={"choices": tuple(BASE_DTYPES)})  # of the frozen VAE, text encoder, UNet: fp32 | bf16 | fp16 (CUDA); the ControlNet trains in fp32
 
     __moved_keys__: ClassVar[dict[str, str]] = _moved(
         "structural_fusion", "fusion_resolutions", "fusion_resolution", "hand_bias", "hand_bias_targets", "condition_style"
@@ -75,7 +77,7 @@ class GeneratorData(DataConfig):
 
     batch_size: int = 4  # per rank; >= 1
     prompts: str = ""  # a prompt cache .jsonl; empty: the rules chain on the fly
-    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic); default: the first source's kind
+    dataset: str = ""  # the dataset's name in rules prompts (procedural, ih26m, reih, hic, mscoco); default: the first source's kind
     empty_prompt_prob: float = 0.0  # share of training pairs whose prompt is "" (the unconditional prompt of guidance); in [0, 1)
 
     __moved_keys__: ClassVar[dict[str, str]] = {**DataConfig.__moved_keys__, **_moved("crop_margin")}
@@ -226,11 +228,11 @@ class GeneratorTrainer(TrainLoop):
             if differ:
                 shown = ", ".join(f"{k}={v!r} (ControlNet: {was!r})" for k, (v, was) in differ.items())
                 print(f"training {m.controlnet} further with this run's generator settings: {shown}", file=sys.stderr, flush=True)
+        if m.base_dtype == "fp16" and self.device.type != "cuda":
+            raise UserError(f"model.base_dtype=fp16 needs a CUDA device (device is {self.device}); use bf16 or fp32")
         self.parts = load_components(m.base, m.controlnet, cfg.train.seed, **cfg.generator.fusion())
         self.settings = resolve_resolution(cfg.generator, self.parts)  # what every checkpoint's controlnet/ records
         g = self.settings
-        if m.base_dtype == "fp16" and self.device.type != "cuda":
-            raise UserError(f"model.base_dtype=fp16 needs a CUDA device (device is {self.device}); use bf16 or fp32")
         for name in ("vae", "text_encoder", "unet"):  # cast after the ControlNet copied the UNet's fp32 weights
             # torch's `to`: diffusers' own warns about modules kept in fp32 at every dtype cast, even where it names none
             torch.nn.Module.to(getattr(self.parts, name), self.device, BASE_DTYPES[m.base_dtype]).requires_grad_(False).eval()
@@ -258,6 +260,34 @@ class GeneratorTrainer(TrainLoop):
     def start_epoch(self, epoch: int) -> None:
         super().start_epoch(epoch)
         self.transform.epoch = epoch  # before the epoch's iterator starts its workers
+
+    def check_step(self) -> dict[str, float]:
+        """One optimizer step (`optim.grad_accum` micro-batches of the configured batch size) from
+        the start of the epoch, timed: seconds loading the batches (`data_s`) and in forward,
+        backward and the optimizer (`compute_s`), the mean `loss`. The weights and the optimizer
+        move; nothing is saved."""
+        accum = self.cfg.optim.grad_accum
+        self.train_mode()
+        self.start_epoch(self.epoch)
+        batches = iter(self.loader)
+        data_s = compute_s = 0.0
+        losses = []
+        try:
+            for index in range(accum):
+                start = time.perf_counter()
+                batch = next(batches)
+                data_s += time.perf_counter() - start
+                start = time.perf_counter()
+                losses.append(self._forward_backward(batch, sync=index == accum - 1, index=index)["loss"])
+                _synchronize(self.device)
+                compute_s += time.perf_counter() - start
+            start = time.perf_counter()
+            self._optimizer_step()
+            _synchronize(self.device)
+            compute_s += time.perf_counter() - start
+        finally:
+            del batches  # its workers stop
+        return {"data_s": data_s, "compute_s": compute_s, "loss": float(torch.stack(losses).float().mean())}
 
     def load_weights(self, checkpoint: Path) -> None:
         from .models import FusionControlNetModel
@@ -309,3 +339,56 @@ class GeneratorTrainer(TrainLoop):
             atomic_save_image(self.run_dir / "images" / f"step_{self.step:08d}.png", grid)
         barrier(self.dist)
         return {}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_run(cfg: GeneratorExperiment) -> dict[str, Any]:
+    """The dry run of ``tools/synth_train.py --check``: everything a run of `cfg` builds (the base
+    components, the ControlNet, the optimizer, the data sources and loader), then one optimizer
+    step (:meth:`GeneratorTrainer.check_step`). The trainer works in a temporary run folder,
+    removed at the end, so `cfg.out` is neither created nor written. Returns the figures:
+    `components` (name -> params, dtype, trainable), `trainable` / `frozen` parameter counts,
+    `sources` (name -> kind, size), `steps_per_epoch`, `total_steps`, `device`, the step's
+    `data_s`, `compute_s` and `loss`, and `peak_memory` (bytes) with `peak_memory_kind` saying
+    what was measured."""
+    import resource
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="synth_check_") as tmp:
+        trainer = GeneratorTrainer(dataclasses.replace(cfg, out=str(Path(tmp) / "run")), progress=False)
+        try:
+            step = trainer.check_step()
+        finally:
+            if trainer.writer is not None:
+                trainer.writer.close()
+            trainer.close()
+    components = {}
+    for name in ("vae", "text_encoder", "unet", "controlnet"):
+        params = list(getattr(trainer.parts, name).parameters())
+        components[name] = {
+            "params": sum(p.numel() for p in params),
+            "dtype": str(params[0].dtype).removeprefix("torch."),
+            "trainable": any(p.requires_grad for p in params),
+        }
+    device = trainer.device
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device), f"torch.cuda.max_memory_allocated on {device}"
+    else:  # ru_maxrss is in KiB on Linux
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "CPU: peak RSS of this process by resource.getrusage, loader workers not counted"
+    return {
+        "components": components,
+        "trainable": sum(c["params"] for c in components.values() if c["trainable"]),
+        "frozen": sum(c["params"] for c in components.values() if not c["trainable"]),
+        "sources": {name: (cfg.data.sources[name].kind, size) for name, size in trainer.sources.sizes.items()},
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "total_steps": trainer.total_steps,
+        "device": str(device),
+        "resolution": trainer.settings.resolution,
+        **step,
+        "peak_memory": int(peak),
+        "peak_memory_kind": kind,
+    }
