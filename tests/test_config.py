@@ -724,6 +724,8 @@ BAD_VALUES = [
     (GENERATOR, ["train.val_samples=0"], "train.val_samples must be >= 1, got 0"),
     (GENERATOR, ["train.val_inference_steps=0"], "train.val_inference_steps must be >= 1 or null, got 0"),
     (GENERATOR, ["train.keep_last=0"], "train.keep_last must be >= 1, got 0"),
+    (GENERATOR, ["data.empty_prompt_prob=1.0"], "data.empty_prompt_prob must be in [0, 1), got 1.0"),
+    (GENERATOR, ["model.base_dtype=fp8"], "--set model.base_dtype=fp8: invalid value 'fp8' for 'model.base_dtype' (choices: fp32, bf16, fp16)"),
     (GENERATOR, ["train.seed=-1"], "train.seed must be >= 0, got -1"),
     (GENERATOR, ["generator.guidance_scale=-1"], "generator.guidance_scale must be >= 0, got -1.0"),
     (GENERATOR, ["train.guidance_scale=1"], "--set train.guidance_scale=1: 'train.guidance_scale': a generator setting now: write "
@@ -782,6 +784,7 @@ def test_schema_defaults_load(spec):
     [
         (EXPERIMENT, "configs/train_tiny.yaml"),
         (GENERATOR, "configs/synth_tiny.yaml"),
+        (GENERATOR, "configs/synth_sd15.yaml"),
         ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml"),
     ],
 )

@@ -17,7 +17,7 @@ from handrecon.engine import checkpoint as ckpt
 from synth.attention import HandTokenContext, install_hand_bias
 from synth.models.components import tiny_components
 from synth.settings import GeneratorSettings
-from synth.train import GeneratorExperiment, GeneratorTrainer, PairTransform, denoising_loss, step_generator
+from synth.train import GeneratorExperiment, GeneratorTrainer, PairTransform, denoising_loss, prompt_dropped, step_generator
 
 
 def test_pairs_hold_image_condition_and_hand_mask(procedural_root, hand_model):
@@ -30,6 +30,42 @@ def test_pairs_hold_image_condition_and_hand_mask(procedural_root, hand_model):
     assert pair["hand_mask"].shape == (77,) and pair["hand_mask"].any() and not pair["hand_mask"][0]
     ids = pair["input_ids"][pair["hand_mask"]]
     assert "hand" in parts.tokenizer.decode(ids).replace(" ", "")
+
+
+def test_empty_prompt_draws_follow_the_probability_and_the_seed():
+    n, p = 4000, 0.3
+    drawn = [prompt_dropped(0, 0, i, 0, p) for i in range(n)]
+    share = sum(drawn) / n
+    assert abs(share - p) < 5 * (p * (1 - p) / n) ** 0.5, share  # binomial: 5 standard deviations
+    assert drawn == [prompt_dropped(0, 0, i, 0, p) for i in range(n)]  # the same seed, the same choice
+    for other in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):  # seed, epoch, repeat each change the draws
+        seed, epoch, repeat = other
+        assert drawn != [prompt_dropped(seed, epoch, i, repeat, p) for i in range(n)]
+    assert not any(prompt_dropped(0, 0, i, 0, 0.0) for i in range(n))
+
+
+def test_an_emptied_pair_has_the_empty_prompt_and_no_hand_tokens(procedural_root, hand_model):
+    parts = tiny_components()
+    transform = PairTransform(hand_model, parts.tokenizer, GeneratorSettings(resolution=64), None, "procedural", empty_prompt_prob=0.5, seed=3)
+    emptied = next(i for i in range(100) if prompt_dropped(3, 0, i, 0, 0.5))
+    kept = next(i for i in range(100) if not prompt_dropped(3, 0, i, 0, 0.5))
+    sample = create_reader("ih26m", procedural_root, "train", hand_model)[0]
+    pair, plain = transform(sample, emptied), transform(sample, kept)
+    empty_ids = parts.tokenizer("", padding="max_length", max_length=77, return_tensors="pt")["input_ids"][0]
+    assert pair["prompt"] == "" and torch.equal(pair["input_ids"], empty_ids) and not pair["hand_mask"].any()
+    assert plain["prompt"] and plain["hand_mask"].any()
+    assert torch.equal(pair["pixel_values"], plain["pixel_values"]) and torch.equal(pair["condition"], plain["condition"])
+    transform.epoch = 1  # another epoch draws again
+    assert [transform(sample, i)["prompt"] == "" for i in range(12)] == [prompt_dropped(3, 1, i, 0, 0.5) for i in range(12)]
+
+
+def test_the_empty_prompt_probability_is_checked():
+    from handrecon.config import ConfigError
+
+    assert load_config(GeneratorExperiment, None, ["data.empty_prompt_prob=0.05"]).data.empty_prompt_prob == 0.05
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match=r"data.empty_prompt_prob must be in \[0, 1\)"):
+            load_config(GeneratorExperiment, None, [f"data.empty_prompt_prob={bad}"])
 
 
 @pytest.mark.slow
@@ -72,7 +108,7 @@ def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root,
     overrides = [
         f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=2", "data.dataset=procedural",
         "train.max_steps=4", "train.ckpt_every=2", "train.keep_last=5", "train.log_every=1", "train.val_every=100", "train.val_samples=1",
-        "train.val_inference_steps=1", "train.device=cpu", "optim.lr=1e-3", "optim.grad_accum=2",
+        "train.val_inference_steps=1", "train.device=cpu", "optim.lr=1e-3", "optim.grad_accum=2", "data.empty_prompt_prob=0.5",
     ]  # fmt: skip
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     trainer = GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={run_a}"]), progress=False)
@@ -143,6 +179,30 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, procedural_roo
         torch.testing.assert_close(weights[True][key], value, rtol=1e-5, atol=1e-6)
         moved += int(key.startswith("controlnet_down_blocks") and value.abs().sum() > 0)
     assert moved  # the zero convolutions did train
+
+
+def test_a_half_precision_base_trains_an_fp32_controlnet(tmp_path, procedural_root, mano_dir):
+    """model.base_dtype=bf16: the frozen VAE, text encoder and UNet are bf16, the ControlNet and its
+    optimizer stay fp32; a step and the validation grid run without train.amp as well."""
+    from handrecon.errors import UserError
+
+    overrides = [
+        f"mano_dir={mano_dir}", f"data.sources.real.root={procedural_root}", "data.batch_size=2", "data.num_workers=0",
+        "train.max_steps=1", "train.val_every=1", "train.ckpt_every=1", "train.val_samples=1", "train.val_inference_steps=1",
+        "train.device=cpu", "train.amp=off", "optim.lr=1e-3", "model.base_dtype=bf16",
+    ]  # fmt: skip
+    trainer = GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={tmp_path / 'run'}"]), progress=False)
+    parts = trainer.parts
+    assert {p.dtype for m in (parts.vae, parts.text_encoder, parts.unet) for p in m.parameters()} == {torch.bfloat16}
+    before = {k: v.clone() for k, v in trainer.controlnet.state_dict().items()}
+    trainer.fit()
+    trainer.close()
+    assert np.isfinite(trainer.last_scalars["loss"])
+    assert {p.dtype for group in trainer.optimizer.param_groups for p in group["params"]} == {torch.float32}
+    assert any(not torch.equal(before[k], v) for k, v in trainer.controlnet.state_dict().items())
+    assert (tmp_path / "run" / "images" / "step_00000001.png").is_file()
+    with pytest.raises(UserError, match="model.base_dtype=fp16 needs a CUDA device"):
+        GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={tmp_path / 'fp16'}", "model.base_dtype=fp16"]), progress=False)
 
 
 def test_the_generator_loop_counts_epochs_like_the_regressors(tmp_path, procedural_root, mano_dir):

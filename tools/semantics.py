@@ -6,6 +6,7 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -17,9 +18,10 @@ from synth.semantics.chain import SemanticsChain, SemanticsConfig
 
 @dataclass
 class SemanticsRun:
-    dataset: str = "procedural"  # ih26m | procedural | reih | hic
+    dataset: str = "procedural"  # ih26m | procedural | reih | hic | mscoco
     data_root: str = ""
     split: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)  # reader options, as a data source's: mscoco crop: hand for the generator's hand crops
     mano_dir: str = ""  # default: DATA_ROOT/mano (as make_procedural writes it)
     out: str = "runs/prompts"  # the cache folder; the file is <dataset>_<split>_<hash>.jsonl
     limit: int | None = None  # the first N (>= 1) samples only; null: all
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     mano_dir = Path(cfg.mano_dir or Path(cfg.data_root) / "mano")
     hand_model = HandModel(mano_dir)
     chain = SemanticsChain(cfg.semantics, hand_model)
-    reader = create_reader(spec.reader, cfg.data_root, cfg.split, hand_model, load_images=chain.needs_images)
+    reader = create_reader(spec.reader, cfg.data_root, cfg.split, hand_model, load_images=chain.needs_images, **cfg.options)
     key = cache_key(cfg.semantics)
     path = Path(cfg.out) / f"{cfg.dataset}_{cfg.split}_{key}.jsonl"
     save_config(cfg.semantics, path.with_suffix(".yaml"))

@@ -71,8 +71,9 @@ def sd15_components(folder: str | Path, controlnet: str | Path | None = None, **
     missing = [s for s in SD_SUBFOLDERS if not (folder / s).is_dir()]
     if missing:
         raise UserError(
-            f"{folder} is not a Stable Diffusion 1.x diffusers folder: missing {missing} "
-            "(put e.g. stable-diffusion-v1-5 saved with save_pretrained there)"
+            f"{folder} is not a Stable Diffusion 1.x diffusers folder: missing {', '.join(s + '/' for s in missing)}. Put Stable "
+            "Diffusion 1.5 there in diffusers layout (StableDiffusionPipeline.from_pretrained(...).save_pretrained(FOLDER) where the "
+            f"hub is reachable, then copy it), or for a dry run random weights of its architecture: tools/make_random_sd15.py --out {folder}"
         )
     kw = dict(local_files_only=True)
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
