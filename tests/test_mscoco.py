@@ -219,6 +219,20 @@ def test_mano_fits_option(coco, coco_val, hand_model, tmp_path):
         create_reader("mscoco", tmp_path, "train", hand_model)
 
 
+def test_require_fit_keeps_exactly_the_samples_with_a_fit(coco, coco_val, hand_model):
+    root, _ = coco
+    for crop in ("hand", "person"):
+        every = create_reader("mscoco", root, "train", hand_model, load_images=False, crop=crop)
+        fitted = create_reader("mscoco", root, "train", hand_model, load_images=False, crop=crop, require_fit=True)
+        expected = [every[i]["sample_id"] for i in range(len(every)) if every[i]["mano_valid"].any()]
+        assert 0 < len(expected) < len(every)  # the fixture has samples of both kinds
+        assert [fitted[i]["sample_id"] for i in range(len(fitted))] == expected
+        for i in range(len(fitted)):
+            np.testing.assert_array_equal(fitted[i]["verts"], every[every._ids.index(fitted[i]["sample_id"])]["verts"])
+    with pytest.raises(DataFormatError, match="require_fit is set but there is no MANO fits file for split 'val'"):
+        create_reader("mscoco", coco_val[0], "val", hand_model, require_fit=True)
+
+
 # ----------------------------------------------------------------------------------- errors
 
 

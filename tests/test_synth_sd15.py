@@ -12,6 +12,7 @@ import torch
 from fixtures_formats import make_mscoco_fixture
 
 from handrecon.config import load_config
+from handrecon.data.readers import create_reader
 from handrecon.errors import UserError
 from synth.models.random_sd15 import sd15_configs, write_random_sd15
 from synth.train import GeneratorExperiment
@@ -28,7 +29,7 @@ def test_the_sd15_recipe_loads_with_its_settings():
     assert (o.name, o.lr, o.weight_decay, d.batch_size, o.grad_accum) == ("adamw", 1e-5, 1e-2, 4, 2)
     assert cfg.schedule.name == "constant" and cfg.schedule.warmup_steps == 0
     [(name, source)] = d.sources.items()
-    assert (source.kind, source.split, source.options) == ("mscoco", "train", {"crop": "hand"}) and d.ratios == {name: 1.0}
+    assert (source.kind, source.split, source.options) == ("mscoco", "train", {"crop": "hand", "require_fit": True}) and d.ratios == {name: 1.0}
     assert d.dataset == "mscoco" and d.prompts.endswith(".jsonl") and d.empty_prompt_prob == 0.05
 
 
@@ -84,10 +85,11 @@ def test_check_builds_the_recipe_runs_one_step_and_writes_nothing(tmp_path, rand
     (tools/semantics.py with the reader's options): one step, the figures printed, no run folder."""
     coco = tmp_path / "coco"
     make_mscoco_fixture(coco, "train", hand_model)
+    n = len(create_reader("mscoco", coco, "train", hand_model, load_images=False, crop="hand", require_fit=True))
     semantics = _tool("semantics", monkeypatch)
-    assert semantics.main(["--set", "dataset=mscoco", f"data_root={coco}", f"mano_dir={mano_dir}", "options.crop=hand",
+    assert semantics.main(["--set", "dataset=mscoco", f"data_root={coco}", f"mano_dir={mano_dir}", "options.crop=hand", "options.require_fit=true",
                            f"out={tmp_path / 'prompts'}", "semantics.tokenizer=tiny"]) == 0  # fmt: skip
-    prompts = re.search(r"^(\S+\.jsonl): 7 records", capsys.readouterr().out, re.M).group(1)
+    prompts = re.search(rf"^(\S+\.jsonl): {n} records", capsys.readouterr().out, re.M).group(1)
 
     out = tmp_path / "run"
     overrides = [
@@ -103,7 +105,7 @@ def test_check_builds_the_recipe_runs_one_step_and_writes_nothing(tmp_path, rand
         assert re.search(rf"^  {name} +[\d.]+ M  {dtype} +{role}$", text, re.M), name
     trainable, frozen = map(float, re.search(r"^parameters: ([\d.]+) M trainable, ([\d.]+) M frozen$", text, re.M).groups())
     assert trainable > 0 and frozen > trainable
-    assert "data: coco (mscoco, 7 samples); batch 2 x 2 micro-batches a step" in text
+    assert f"data: coco (mscoco, {n} samples); batch 2 x 2 micro-batches a step" in text
     assert re.search(r"^step: [\d.]+ s forward, backward and optimizer .*loss \d+\.\d+$", text, re.M)
     assert re.search(r"^peak memory: [\d.]+ GiB \(CPU: peak RSS of this process by resource.getrusage", text, re.M)
     assert re.search(r"^estimated run: 20000 steps x [\d.]+ s = ", text, re.M)

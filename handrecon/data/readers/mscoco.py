@@ -256,6 +256,10 @@ class MSCOCOReader(BaseReader):
             hand-crop metrics).
         mano_fits: 'auto' (default): fits_file(root, split) when it exists (the release has one
             for train only); 'none': no fits; or the path of a NeuralAnnot fits file.
+        require_fit: keep only samples with a MANO fit: with crop 'hand', hands with a fit; with
+            'person', people with a fit for at least one hand. For the generator, whose condition is
+            the rendered mesh (a hand without a fit would train on an empty condition); AttentionHand
+            renders only fitted hands. Default False (InterWild trains on 2D-only hands too).
         labels: 'full' or 'mano' (meshes left to `labels_from_mano`; see `BaseReader`). A second
             fit with another camera still runs one MANO forward per item for `camera_change`.
     """
@@ -272,6 +276,7 @@ class MSCOCOReader(BaseReader):
         load_images: bool = True,
         crop: str = "person",
         mano_fits: str | Path = "auto",
+        require_fit: bool = False,
         labels: str = "full",
     ):
         super().__init__(root, split, hand_model, load_images, labels)
@@ -284,12 +289,14 @@ class MSCOCOReader(BaseReader):
         if self.fits_path is not None:
             load_fits(self.fits_path, self.people)
         p = self.people
+        if require_fit and self.fits_path is None:
+            raise DataFormatError(f"MSCOCO: require_fit is set but there is no MANO fits file for split {split!r}; {card_hint(CARD)}")
         if crop == "person":
-            self._person = np.arange(len(p.aid))
-            self._hand = np.full(len(p.aid), -1)
-            self._ids = [str(a) for a in p.aid.tolist()]
+            person = np.nonzero(p.has_fit.any(1))[0] if require_fit else np.arange(len(p.aid))
+            self._person, self._hand = person, np.full(len(person), -1)
+            self._ids = [str(a) for a in p.aid[person].tolist()]
         else:
-            person, hand = np.nonzero(p.has_box)  # row-major: a person's right hand, then its left
+            person, hand = np.nonzero(p.has_box & p.has_fit if require_fit else p.has_box)  # row-major: a person's right hand, then its left
             self._person, self._hand = person, hand
             self._ids = [f"{p.aid[i]}_{SIDES[h]}" for i, h in zip(person.tolist(), hand.tolist())]
 
