@@ -40,3 +40,21 @@ def procedural_root(tmp_path_factory, hand_model):
     out = tmp_path_factory.mktemp("procedural")
     generate(hand_model, ProceduralConfig(image_size=(128, 128), split_fractions=(0.6, 0.2, 0.2)), out, num=60, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A randomly initialised FID InceptionV3 of the right architecture, saved as a weights file."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    original_load, original_from_url = fe.FeatureExtractorInceptionV3.load_state_dict, fe.load_state_dict_from_url
+    fe.load_state_dict_from_url = lambda *a, **k: {}
+    fe.FeatureExtractorInceptionV3.load_state_dict = lambda self, state, *a, **k: None
+    try:
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        fe.FeatureExtractorInceptionV3.load_state_dict, fe.load_state_dict_from_url = original_load, original_from_url
+    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(net.state_dict(), path)
+    return path

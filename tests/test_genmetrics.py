@@ -15,24 +15,6 @@ from synth.genmetrics import FeatureCache, fid, hand_crop, kid, label_consistenc
 
 
 @pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    """A randomly initialised FID InceptionV3 of the right architecture, saved as a weights file."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    original_load, original_from_url = fe.FeatureExtractorInceptionV3.load_state_dict, fe.load_state_dict_from_url
-    fe.load_state_dict_from_url = lambda *a, **k: {}
-    fe.FeatureExtractorInceptionV3.load_state_dict = lambda self, state, *a, **k: None
-    try:
-        torch.manual_seed(0)
-        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        fe.FeatureExtractorInceptionV3.load_state_dict, fe.load_state_dict_from_url = original_load, original_from_url
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def images():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (1, 8, 8, 3)).repeat(8, 0).astype(np.float64)
