@@ -793,6 +793,7 @@ def test_schema_defaults_load(spec):
     [
         (EXPERIMENT, "configs/train_tiny.yaml"),
         (GENERATOR, "configs/synth_tiny.yaml"),
+        ("synth.ablation:Ablation", "configs/ablation_tiny.yaml"),
         ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml"),
     ],
 )
