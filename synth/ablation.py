@@ -29,7 +29,9 @@ seconds), ``OUT/features`` (the real set's features, shared). An ablation resume
 row whose final checkpoint exists is not trained again, a row whose training was interrupted
 resumes from its latest checkpoint (exactly, as ``tools/synth_train.py --resume``), and a cache
 job generates only its unfinished shards. A row folder trained with another training config is
-refused. Scores are computed again on every run (the features are cached).
+refused. Scores are computed again on every run (the features are cached). A row's seconds are
+those of the run that trained (generated) it; a resumed training's, of the part after its resume
+(the table says at which step).
 """
 from __future__ import annotations
 
