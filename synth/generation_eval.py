@@ -11,8 +11,9 @@ Two protocols (`protocol`; docs/generation_protocol.md states each definition an
   reports: images resized to 512 x 512, hand crops the tight box of the hand mesh silhouette
   stretched to a square, and MSE-2D (px^2 of the 512 x 512 image) / MSE-3D (wrist-relative, cm^2)
   of the regressor's joints against the conditioning labels. Metric names carry the protocol:
-  attentionhand/fid, .../kid, .../fid_h, .../kid_h, .../hand_confidence, .../mse_2d_px2,
-  .../mse_3d_cm2. Where it differs from the original: the paper publishes neither its MSE
+  attentionhand/fid, .../kid, .../fid_h, .../kid_h, .../hand_confidence; the label scores are
+  label_mse_2d_px2 and label_mse_3d_cm2, without the prefix, because their definitions are this
+  toolkit's, not the paper's. Where it differs from the original: the paper publishes neither its MSE
   definitions nor its hand detector, so MSE-2D / MSE-3D use this toolkit's definitions (its units
   are not known to match the paper's numbers) with `regressor` (a run of this toolkit, not
   InterWild's weights), and hand confidence uses `detector`; the silhouette box is computed from
@@ -191,7 +192,7 @@ def evaluate_generation(cfg: GenerationEval) -> dict:
         if ah:
             per_sample.update(label_mse(model, fake, hand_model, device=device))
             for key in ("mse_2d_px2", "mse_3d_cm2"):
-                summary[f"{prefix}{key}"] = float(np.nanmean(per_sample[key]))
+                summary[f"label_{key}"] = float(np.nanmean(per_sample[key]))  # our definition, not the paper's (unpublished): no protocol prefix
         else:
             per_sample.update(label_consistency(model, fake, hand_model, device=device))
             summary["label_mpjpe_mm"] = float(np.nanmean(per_sample["mpjpe_mm"]))
