@@ -25,8 +25,10 @@ its roots are the protocol's (wrists for interwild, middle MCPs for dir).
 InterWild protocol (`protocol='interwild'`)
 ------------------------------------------
 As facebookresearch/InterWild data/{InterHand26M,HIC,ReInterHand}/*.py `evaluate` and
-`print_eval_result`. A hand *counts* when its ground-truth mesh is valid and the sample's
-hand_type includes it ('interacting' includes both hands; a 'right' sample only the right).
+`print_eval_result`, sample rule by sample rule. A hand *counts* for MPVPE when its ground-truth
+mesh is valid and the sample's hand_type includes it ('interacting' includes both hands; a
+'right' sample only the right), except on ReIH where both hands of every sample count (below).
+A missing ground-truth mesh is a zero mesh wherever it is used (InterWild's dummy zeros).
 
 - `interwild/mpvpe_all_wrist_mm`: mean over every counted hand of its mean wrist-aligned vertex
   error; a single-hand sample contributes one hand, an interacting sample up to two.
@@ -36,9 +38,9 @@ hand_type includes it ('interacting' includes both hands; a 'right' sample only 
 - `interwild/mrrpe_mm`: mean over the dataset's MRRPE samples of ||rel_pred - rel_gt||, rel =
   left wrist - right wrist. rel_pred is `pred['rel_trans']` when given (InterWild predicts it with
   a separate branch), else the difference of the predicted meshes' regressed wrists.
-- `interwild/rrve_rightwrist_mm`: over the MRRPE samples that have both ground-truth meshes: the
-  right hand at its wrist, the left hand at its wrist plus rel (rel_gt for the ground truth,
-  rel_pred for the prediction), mean vertex error over all 1556 vertices, then mean over samples.
+- `interwild/rrve_rightwrist_mm`: over the dataset's RRVE samples: the right hand at its wrist,
+  the left hand at its wrist plus rel (rel_gt for the ground truth, rel_pred for the
+  prediction), mean vertex error over all 1556 vertices, then mean over samples.
 - `interwild/mpjpe_{single,inter}_wrist_mm`: per joint, the mean wrist-aligned error over the
   samples of that hand type where the joint (and its hand's wrist) is valid; then the mean over
   the 42 joints. `interwild/mpjpe_all_wrist_mm` is the mean of the 84 per-joint means (42 single
@@ -46,21 +48,33 @@ hand_type includes it ('interacting' includes both hands; a 'right' sample only 
   `pred['joints3d']` when given (InterWild uses a learnt regressor), else regressed from the
   predicted mesh.
 
-Per dataset (`DATASET_RULES`, the `dataset` argument): which samples count for MRRPE, where the
-ground-truth relative translation and the MPJPE targets come from.
+Per dataset (`DATASET_RULES`, the `dataset` argument):
 
-| dataset | MRRPE samples                                   | rel_gt from           | MPJPE target          |
-|---------|-------------------------------------------------|-----------------------|-----------------------|
-| ih26m   | both wrists annotated valid                     | annotated wrists      | annotated joints3d    |
-| hic     | 'interacting' with both ground-truth meshes     | mesh-regressed wrists | mesh-regressed joints |
-| reih    | both annotated wrists valid (every sample)      | annotated wrists      | mesh-regressed joints |
-| mscoco  | none (per-hand fit cameras: no relative pose)   | -                     | mesh-regressed joints (fitted hands) |
+| dataset | MRRPE samples | RRVE samples | rel_gt from | MPVPE hands | MPJPE target, validity |
+|---------|---------------|--------------|-------------|-------------|------------------------|
+| ih26m   | both wrists valid in the annotation, any hand_type | 'interacting' with both MANO fits, no wrist checked | annotated wrists | hand_type's, with a fit | annotated joints; the annotation's joint_valid x its wrist's, both hands, any hand_type |
+| hic     | every 'interacting' sample | 'interacting' with both meshes | mesh-regressed wrists, a missing mesh a zero mesh | hand_type's, with a mesh | mesh-regressed joints of counted hands (InterWild reports none) |
+| reih    | every sample (with both wrist keypoints) | the same | keypoint wrists | both hands of every sample, a missing fit a zero mesh | mesh-regressed joints, all 42 of every sample |
+| mscoco  | none (per-hand fit cameras: no relative pose) | none | - | hand_type's, with a fit | mesh-regressed joints (fitted hands) |
 
-RRVE samples = MRRPE samples with both meshes valid: HIC's interacting two-mesh samples and every
-ReIH sample, as InterWild; InterWild reports no RRVE on IH2.6M and no MPJPE on HIC, we do with
-the same rules. Differences from InterWild's code: a per-joint mean over no sample is skipped
-(InterWild's would be NaN); on ReIH only hands with a valid mesh count (InterWild scores both
-hands of every sample, a missing fit being a zero mesh).
+IH2.6M's annotation comes from the reader's `annotation_labels()` (gt keys `annot_joints3d`,
+`annot_joints_valid`, `annot_sample_valid`; without them the labels `joints3d` / `joints_valid`
+stand in): InterWild's joint_trunc (the annotation's joint_valid, zeroed for a hand without its
+wrist or without a hand box), joints without a 3D annotation at InterWild's 1 mm placeholder
+(so its rel_gt, RRVE and MPJPE use that placeholder, as InterWild's do), and the samples
+InterWild's loader drops (no annotated joint, no 3D-valid joint, no hand box) count nowhere.
+Differences from InterWild's code: a per-joint mean over no sample is skipped (InterWild's would
+be NaN); a ReIH sample without a wrist keypoint has no MRRPE / RRVE (InterWild's would be NaN);
+on ReIH InterWild zeroes the mesh of a hand with no joint inside the image, our reader keeps
+its fit; on IH2.6M a fit counts where our reader keeps it (hand_type's hand with an annotated
+3D-valid joint) where InterWild keeps it when the hand has a box.
+
+`interwild_strict` (`protocol='interwild_strict'`, keys `interwild_strict/...`): the same
+arithmetic with the stricter rules this protocol had before it followed InterWild's samples
+(`DatasetRules.strict`): joints annotated AND 3D-valid and only the hands in hand_type (the
+reader's `joints_valid`) for ih26m MRRPE and MPJPE; RRVE on the MRRPE samples with both meshes;
+HIC MRRPE on interacting samples with both meshes; ReIH MPVPE / MPJPE on hands with a mesh only.
+Off unless asked for (`--protocol interwild_strict`, `val.protocol`).
 
 DIR / IntagHand protocol (`protocol='dir'`)
 ------------------------------------------
