@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ class GroundTruth:
     joints3d: np.ndarray  # (N, 42, 3) m
     joints_valid: np.ndarray  # (N, 42)
     hand_type: np.ndarray  # (N,) str
+    # the raw annotation the InterWild protocol reads, where the reader has one
+    # (`annotation_labels`: annot_joints3d, annot_joints_valid, annot_sample_valid)
+    annotation: dict[str, np.ndarray] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {
@@ -37,7 +40,21 @@ class GroundTruth:
             "joints3d": self.joints3d,
             "joints_valid": self.joints_valid,
             "hand_type": self.hand_type,
+            **self.annotation,
         }
+
+
+def annotation_labels(reader) -> dict[str, np.ndarray]:
+    """The reader's `annotation_labels()` (a `torch.utils.data.Subset` of one: its rows), or {}."""
+    import torch
+
+    indices = None
+    if isinstance(reader, torch.utils.data.Subset):
+        reader, indices = reader.dataset, np.asarray(reader.indices, dtype=np.int64)
+    labels = getattr(reader, "annotation_labels", None)
+    if labels is None:
+        return {}
+    return {k: (v if indices is None else v[indices]) for k, v in labels().items()}
 
 
 def load_ground_truth(reader, hand_model=None, chunk: int = 256) -> GroundTruth:
@@ -84,6 +101,7 @@ def load_ground_truth(reader, hand_model=None, chunk: int = 256) -> GroundTruth:
         joints3d=np.stack(rows["joints3d"]).astype(np.float64),
         joints_valid=np.stack(rows["joints_valid"]),
         hand_type=np.array(rows["hand_type"]),
+        annotation=annotation_labels(reader),
     )
 
 

@@ -25,8 +25,10 @@ its roots are the protocol's (wrists for interwild, middle MCPs for dir).
 InterWild protocol (`protocol='interwild'`)
 ------------------------------------------
 As facebookresearch/InterWild data/{InterHand26M,HIC,ReInterHand}/*.py `evaluate` and
-`print_eval_result`. A hand *counts* when its ground-truth mesh is valid and the sample's
-hand_type includes it ('interacting' includes both hands; a 'right' sample only the right).
+`print_eval_result`, sample rule by sample rule. A hand *counts* for MPVPE when its ground-truth
+mesh is valid and the sample's hand_type includes it ('interacting' includes both hands; a
+'right' sample only the right), except on ReIH where both hands of every sample count (below).
+A missing ground-truth mesh is a zero mesh wherever it is used (InterWild's dummy zeros).
 
 - `interwild/mpvpe_all_wrist_mm`: mean over every counted hand of its mean wrist-aligned vertex
   error; a single-hand sample contributes one hand, an interacting sample up to two.
@@ -36,9 +38,9 @@ hand_type includes it ('interacting' includes both hands; a 'right' sample only 
 - `interwild/mrrpe_mm`: mean over the dataset's MRRPE samples of ||rel_pred - rel_gt||, rel =
   left wrist - right wrist. rel_pred is `pred['rel_trans']` when given (InterWild predicts it with
   a separate branch), else the difference of the predicted meshes' regressed wrists.
-- `interwild/rrve_rightwrist_mm`: over the MRRPE samples that have both ground-truth meshes: the
-  right hand at its wrist, the left hand at its wrist plus rel (rel_gt for the ground truth,
-  rel_pred for the prediction), mean vertex error over all 1556 vertices, then mean over samples.
+- `interwild/rrve_rightwrist_mm`: over the dataset's RRVE samples: the right hand at its wrist,
+  the left hand at its wrist plus rel (rel_gt for the ground truth, rel_pred for the
+  prediction), mean vertex error over all 1556 vertices, then mean over samples.
 - `interwild/mpjpe_{single,inter}_wrist_mm`: per joint, the mean wrist-aligned error over the
   samples of that hand type where the joint (and its hand's wrist) is valid; then the mean over
   the 42 joints. `interwild/mpjpe_all_wrist_mm` is the mean of the 84 per-joint means (42 single
@@ -46,21 +48,33 @@ hand_type includes it ('interacting' includes both hands; a 'right' sample only 
   `pred['joints3d']` when given (InterWild uses a learnt regressor), else regressed from the
   predicted mesh.
 
-Per dataset (`DATASET_RULES`, the `dataset` argument): which samples count for MRRPE, where the
-ground-truth relative translation and the MPJPE targets come from.
+Per dataset (`DATASET_RULES`, the `dataset` argument):
 
-| dataset | MRRPE samples                                   | rel_gt from           | MPJPE target          |
-|---------|-------------------------------------------------|-----------------------|-----------------------|
-| ih26m   | both wrists annotated valid                     | annotated wrists      | annotated joints3d    |
-| hic     | 'interacting' with both ground-truth meshes     | mesh-regressed wrists | mesh-regressed joints |
-| reih    | both annotated wrists valid (every sample)      | annotated wrists      | mesh-regressed joints |
-| mscoco  | none (per-hand fit cameras: no relative pose)   | -                     | mesh-regressed joints (fitted hands) |
+| dataset | MRRPE samples | RRVE samples | rel_gt from | MPVPE hands | MPJPE target, validity |
+|---------|---------------|--------------|-------------|-------------|------------------------|
+| ih26m   | both wrists valid in the annotation, any hand_type | 'interacting' with both MANO fits, no wrist checked | annotated wrists | hand_type's, with a fit | annotated joints; the annotation's joint_valid x its wrist's, both hands, any hand_type |
+| hic     | every 'interacting' sample | 'interacting' with both meshes | mesh-regressed wrists, a missing mesh a zero mesh | hand_type's, with a mesh | mesh-regressed joints of counted hands (InterWild reports none) |
+| reih    | every sample (with both wrist keypoints) | the same | keypoint wrists | both hands of every sample, a missing fit a zero mesh | mesh-regressed joints, all 42 of every sample |
+| mscoco  | none (per-hand fit cameras: no relative pose) | none | - | hand_type's, with a fit | mesh-regressed joints (fitted hands) |
 
-RRVE samples = MRRPE samples with both meshes valid: HIC's interacting two-mesh samples and every
-ReIH sample, as InterWild; InterWild reports no RRVE on IH2.6M and no MPJPE on HIC, we do with
-the same rules. Differences from InterWild's code: a per-joint mean over no sample is skipped
-(InterWild's would be NaN); on ReIH only hands with a valid mesh count (InterWild scores both
-hands of every sample, a missing fit being a zero mesh).
+IH2.6M's annotation comes from the reader's `annotation_labels()` (gt keys `annot_joints3d`,
+`annot_joints_valid`, `annot_sample_valid`; without them the labels `joints3d` / `joints_valid`
+stand in): InterWild's joint_trunc (the annotation's joint_valid, zeroed for a hand without its
+wrist or without a hand box), joints without a 3D annotation at InterWild's 1 mm placeholder
+(so its rel_gt, RRVE and MPJPE use that placeholder, as InterWild's do), and the samples
+InterWild's loader drops (no annotated joint, no 3D-valid joint, no hand box) count nowhere.
+Differences from InterWild's code: a per-joint mean over no sample is skipped (InterWild's would
+be NaN); a ReIH sample without a wrist keypoint has no MRRPE / RRVE (InterWild's would be NaN);
+on ReIH InterWild zeroes the mesh of a hand with no joint inside the image, our reader keeps
+its fit; on IH2.6M a fit counts where our reader keeps it (hand_type's hand with an annotated
+3D-valid joint) where InterWild keeps it when the hand has a box.
+
+`interwild_strict` (`protocol='interwild_strict'`, keys `interwild_strict/...`): the same
+arithmetic with the stricter rules this protocol had before it followed InterWild's samples
+(`DatasetRules.strict`): joints annotated AND 3D-valid and only the hands in hand_type (the
+reader's `joints_valid`) for ih26m MRRPE and MPJPE; RRVE on the MRRPE samples with both meshes;
+HIC MRRPE on interacting samples with both meshes; ReIH MPVPE / MPJPE on hands with a mesh only.
+Off unless asked for (`--protocol interwild_strict`, `val.protocol`).
 
 DIR / IntagHand protocol (`protocol='dir'`)
 ------------------------------------------
@@ -300,68 +314,133 @@ def mpjpe_per_hand(
 
 
 # --- dataset rules (InterWild's per-dataset sample selection and ground-truth sources) -----------
+SOURCES = ("annotation", "labels", "mesh")
+HANDS = ("hand_type", "every")
+
+
 @dataclass(frozen=True)
 class DatasetRules:
-    """mrrpe_select: gt chunk -> (n,) bool, the samples MRRPE (and, with both meshes, RRVE) uses;
-    rel_from / joints_from: 'annotation' (gt joints3d / joints_valid) or 'mesh' (regressed from
-    the ground-truth meshes)."""
+    """One dataset's sample rules for the InterWild protocols.
+
+    mrrpe_select: gt chunk -> (n,) bool, the samples MRRPE uses (and, without `rrve_select`, with
+    both meshes, RRVE). rel_from / joints_from: where the ground-truth relative translation and
+    the MPJPE targets come from: 'annotation' (the raw annotation, `gt['annot_joints3d']` /
+    `gt['annot_joints_valid']`, falling back to the labels where the reader gives none), 'labels'
+    (`gt['joints3d']` / `gt['joints_valid']`, the reader's training labels) or 'mesh' (regressed
+    from the ground-truth meshes, a missing mesh being a zero mesh). rrve_select: gt chunk ->
+    (n,) bool, the RRVE samples (None: the MRRPE samples with both meshes). hands: which hands
+    MPVPE (and mesh-sourced MPJPE) score: 'hand_type' (a valid mesh of a hand the sample's
+    hand_type includes) or 'every' (both hands of every sample, a missing mesh being a zero
+    mesh). strict: the rules of the `interwild_strict` protocol (None: these)."""
 
     mrrpe_select: Callable[[dict], torch.Tensor]
     rel_from: str
     joints_from: str
+    rrve_select: Callable[[dict], torch.Tensor] | None = None
+    hands: str = "hand_type"
+    strict: "DatasetRules | None" = None
+
+    def __post_init__(self):
+        for what, value, allowed in (("rel_from", self.rel_from, SOURCES), ("joints_from", self.joints_from, SOURCES), ("hands", self.hands, HANDS)):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
 
 
 DATASET_RULES: dict[str, DatasetRules] = {}
 
 
-def register_dataset_rules(name: str, rel_from: str, joints_from: str):
+def register_dataset_rules(
+    name: str,
+    rel_from: str,
+    joints_from: str,
+    rrve_select: Callable[[dict], torch.Tensor] | None = None,
+    hands: str = "hand_type",
+    strict: DatasetRules | None = None,
+):
     """Decorator: register an MRRPE sample-selection function (gt chunk -> (n,) bool) with the
-    sources of the ground-truth relative translation and MPJPE targets of dataset `name`."""
-    for what, value in (("rel_from", rel_from), ("joints_from", joints_from)):
-        if value not in ("annotation", "mesh"):
-            raise ValueError(f"{what} must be 'annotation' or 'mesh', got {value!r}")
+    other rules of dataset `name` (see `DatasetRules`)."""
 
     def register(select: Callable[[dict], torch.Tensor]) -> Callable[[dict], torch.Tensor]:
-        DATASET_RULES[name] = DatasetRules(select, rel_from, joints_from)
+        DATASET_RULES[name] = DatasetRules(select, rel_from, joints_from, rrve_select, hands, strict)
         return select
 
     return register
 
 
+def annotation(gt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(joints (n, 42, 3), valid (n, 42)): the raw annotation when the reader gives one
+    (`annot_joints3d` / `annot_joints_valid`), else the labels (`joints3d` / `joints_valid`)."""
+    if "annot_joints3d" in gt:
+        return gt["annot_joints3d"], gt["annot_joints_valid"]
+    return gt["joints3d"], gt["joints_valid"]
+
+
+def _both_wrists(valid: torch.Tensor) -> torch.Tensor:
+    return valid[:, WRIST] & valid[:, NUM_JOINTS + WRIST]
+
+
+def _both_wrists_labelled(gt: dict) -> torch.Tensor:
+    return _both_wrists(gt["joints_valid"])
+
+
 def _both_wrists_annotated(gt: dict) -> torch.Tensor:
-    return gt["joints_valid"][:, WRIST] & gt["joints_valid"][:, NUM_JOINTS + WRIST]
+    return _both_wrists(gt["annot_joints_valid"] if "annot_joints_valid" in gt else gt["joints_valid"])
 
 
-@register_dataset_rules("ih26m", rel_from="annotation", joints_from="annotation")
+def _interacting(gt: dict) -> torch.Tensor:
+    return gt["hand_type"] == INTERACTING
+
+
+def _interacting_both_meshes(gt: dict) -> torch.Tensor:
+    return _interacting(gt) & gt["mesh_valid"].all(1)
+
+
+# The rules the `interwild` protocol used before it followed InterWild's evaluate() sample by
+# sample; `interwild_strict` keeps them (stricter validity: annotated AND 3D-valid joints of the
+# hands in hand_type, both meshes for every relative metric).
+_STRICT = {
+    "ih26m": DatasetRules(_both_wrists_labelled, "labels", "labels"),
+    "hic": DatasetRules(_interacting_both_meshes, "mesh", "mesh"),
+    "reih": DatasetRules(_both_wrists_labelled, "labels", "mesh"),
+}
+
+
+@register_dataset_rules("ih26m", rel_from="annotation", joints_from="annotation", rrve_select=_interacting_both_meshes, strict=_STRICT["ih26m"])
 def _select_ih26m(gt: dict) -> torch.Tensor:
-    """InterHand26M.py: MRRPE wherever both wrists are annotated valid, whatever the hand_type."""
+    """InterHand26M.py evaluate: MRRPE wherever the annotation marks both wrists valid, whatever
+    the hand_type; RRVE on 'interacting' samples with both MANO fits, no wrist checked."""
     return _both_wrists_annotated(gt)
 
 
-@register_dataset_rules("hic", rel_from="mesh", joints_from="mesh")
+@register_dataset_rules("hic", rel_from="mesh", joints_from="mesh", rrve_select=_interacting_both_meshes, strict=_STRICT["hic"])
 def _select_hic(gt: dict) -> torch.Tensor:
-    """HIC.py: MRRPE (and RRVE) on 'interacting' samples, rel_gt from the two ground-truth meshes."""
-    return (gt["hand_type"] == INTERACTING) & gt["mesh_valid"].all(1)
+    """HIC.py evaluate: MRRPE on every 'interacting' sample, rel_gt from the wrists regressed from
+    the two ground-truth meshes, a missing mesh being a zero mesh; RRVE needs both meshes."""
+    return _interacting(gt)
 
 
-@register_dataset_rules("reih", rel_from="annotation", joints_from="mesh")
+@register_dataset_rules("reih", rel_from="annotation", joints_from="mesh", rrve_select=_both_wrists_annotated, hands="every", strict=_STRICT["reih"])
 def _select_reih(gt: dict) -> torch.Tensor:
-    """ReInterHand.py: every sample (all are two-hand captures) with both keypoint wrists, which
-    give rel_gt; no mesh is needed for MRRPE (RRVE still needs both meshes)."""
+    """ReInterHand.py evaluate: MRRPE, RRVE, MPVPE (both hands) and MPJPE (all 42 joints) on every
+    sample, a missing fit being a zero mesh; rel_gt from the keypoint wrists (InterWild checks no
+    wrist: samples whose wrist keypoint is missing, which InterWild would score as NaN, are left out)."""
     return _both_wrists_annotated(gt)
 
 
 def gt_relative_translation(gt: dict, gt_mesh_joints: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rel_gt (n, 3) left wrist - right wrist, defined (n,)) from the annotated joints or the meshes."""
-    if source == "annotation":
-        j = gt["joints3d"]
-        return j[:, NUM_JOINTS + WRIST] - j[:, WRIST], _both_wrists_annotated(gt)
-    return relative_translation(gt_mesh_joints), gt["mesh_valid"].all(1)
+    """(rel_gt (n, 3) left wrist - right wrist, defined (n,)) from the annotation, the labels or
+    the meshes (joints of zero meshes where a mesh is missing, so defined everywhere)."""
+    if source == "mesh":
+        return relative_translation(gt_mesh_joints), torch.ones(len(gt_mesh_joints), dtype=torch.bool)
+    j, valid = annotation(gt) if source == "annotation" else (gt["joints3d"], gt["joints_valid"])
+    return j[:, NUM_JOINTS + WRIST] - j[:, WRIST], _both_wrists(valid)
 
 
 def gt_joint_targets(gt: dict, gt_mesh_joints: torch.Tensor, counted: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets (n, 42, 3), valid (n, 42)): annotated joints, or joints of the counted gt meshes."""
+    """(targets (n, 42, 3), valid (n, 42)): annotated joints, labels, or joints of the counted gt meshes."""
     if source == "annotation":
+        return annotation(gt)
+    if source == "labels":
         return gt["joints3d"], gt["joints_valid"]
     return gt_mesh_joints.reshape(-1, 2 * NUM_JOINTS, 3), counted.repeat_interleave(NUM_JOINTS, 1)
 
@@ -406,25 +485,38 @@ def register_protocol(name: str):
 
 @register_protocol("interwild")
 class InterWildProtocol:
-    """Wrist alignment, no scale; see the module docstring."""
+    """Wrist alignment, no scale, InterWild's per-dataset sample rules; see the module docstring."""
 
     P = "interwild"
+    strict = False
     ranking = f"{P}/mpvpe_wrist_mm"
 
-    @staticmethod
-    def per_sample(pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
+    @classmethod
+    def per_sample(cls, pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
+        if cls.strict and rules.strict is not None:
+            rules = rules.strict
+        mesh_valid = gt["mesh_valid"]
         P, G = pred["verts"], gt["verts"]
+        G = torch.where(mesh_valid[:, :, None, None], G, torch.zeros((), dtype=G.dtype))  # a missing mesh is a zero mesh
         pj, gj = hand_joints(P, regressors), hand_joints(G, regressors)
-        counted = gt["mesh_valid"] & hands_in_type(gt["hand_type"])
+        if rules.hands == "every":
+            counted = torch.ones_like(mesh_valid)
+        else:
+            counted = mesh_valid & hands_in_type(gt["hand_type"])
         rel_pred = pred["rel_trans"] if "rel_trans" in pred else relative_translation(pj)
         rel_gt, rel_defined = gt_relative_translation(gt, gj, rules.rel_from)
         selected = rules.mrrpe_select(gt) & rel_defined
+        rrve_selected = rules.rrve_select(gt) if rules.rrve_select is not None else selected & mesh_valid.all(1)
         targets, targets_valid = gt_joint_targets(gt, gj, counted, rules.joints_from)
+        if not cls.strict and "annot_sample_valid" in gt:  # samples InterWild's loader leaves out count nowhere
+            kept = gt["annot_sample_valid"]
+            counted, selected, rrve_selected = counted & kept[:, None], selected & kept, rrve_selected & kept
+            targets_valid = targets_valid & kept[:, None]
         pred_joints = pred["joints3d"] if "joints3d" in pred else pj.reshape(-1, 2 * NUM_JOINTS, 3)
         return {
             "mpvpe": mpvpe_per_hand(P, G, counted, regressors, joints=(pj, gj)),
             "inter": gt["hand_type"] == INTERACTING,
-            "rrve": rrve_per_sample(P, G, rel_pred, rel_gt, selected & gt["mesh_valid"].all(1), regressors, joints=(pj, gj)),
+            "rrve": rrve_per_sample(P, G, rel_pred, rel_gt, rrve_selected, regressors, joints=(pj, gj)),
             "mrrpe": mrrpe_per_sample(rel_pred, rel_gt, selected),
             "joint_err": joint_errors(pred_joints, targets, targets_valid),
         }
@@ -442,9 +534,9 @@ class InterWildProtocol:
             "mpjpe_inter": _sum_count(np.where(inter, j, np.nan)),
         }
 
-    @staticmethod
-    def aggregate(s: Stats) -> dict[str, np.ndarray]:
-        P = InterWildProtocol.P
+    @classmethod
+    def aggregate(cls, s: Stats) -> dict[str, np.ndarray]:
+        P = cls.P
         joints_single, joints_inter = _ratio(s["mpjpe_single"]), _ratio(s["mpjpe_inter"])  # per-joint means
         return {
             f"{P}/mpvpe_all_wrist_mm": _ratio(s["mpvpe_single"] + s["mpvpe_inter"]),
@@ -457,9 +549,9 @@ class InterWildProtocol:
             f"{P}/mpjpe_inter_wrist_mm": nanmean(joints_inter),
         }
 
-    @staticmethod
-    def report(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        P = InterWildProtocol.P
+    @classmethod
+    def report(cls, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        P = cls.P
         return {
             f"{P}/mpvpe_right_wrist_mm": raw["mpvpe"][:, 0],
             f"{P}/mpvpe_left_wrist_mm": raw["mpvpe"][:, 1],
@@ -468,6 +560,16 @@ class InterWildProtocol:
             f"{P}/mrrpe_mm": raw["mrrpe"],
             f"{P}/mpjpe_wrist_mm": nanmean(raw["joint_err"]),
         }
+
+
+@register_protocol("interwild_strict")
+class InterWildStrictProtocol(InterWildProtocol):
+    """The InterWild arithmetic with stricter sample rules (each dataset's `DatasetRules.strict`):
+    joints annotated AND 3D-valid, only hands in hand_type, both meshes for every relative metric."""
+
+    P = "interwild_strict"
+    strict = True
+    ranking = f"{P}/mpvpe_wrist_mm"
 
 
 @register_protocol("dir")
@@ -568,8 +670,17 @@ def _inputs(pred: dict, gt: dict) -> tuple[dict, dict, int]:
     for key in pred:
         if key in pred_spec:
             _shape_check(f"pred['{key}']", pred[key], pred_spec[key])
+    optional = {"annot_joints3d": (n, 2 * NUM_JOINTS, 3), "annot_joints_valid": (n, 2 * NUM_JOINTS), "annot_sample_valid": (n,)}
+    if ("annot_joints3d" in gt) != ("annot_joints_valid" in gt):
+        raise ValueError("gt needs both 'annot_joints3d' and 'annot_joints_valid', or neither")
+    for key, shape in optional.items():
+        if key in gt:
+            _shape_check(f"gt['{key}']", gt[key], shape)
+            spec[key] = shape
     g = {k: torch.as_tensor(np.asarray(gt[k]) if not torch.is_tensor(gt[k]) else gt[k]).cpu() for k in spec}
-    g["mesh_valid"], g["joints_valid"] = g["mesh_valid"].bool(), g["joints_valid"].bool()
+    for key in ("mesh_valid", "joints_valid", "annot_joints_valid", "annot_sample_valid"):
+        if key in g:
+            g[key] = g[key].bool()
     g["hand_type"] = hand_type_codes(gt["hand_type"])
     p = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).cpu() for k, v in pred.items() if k in pred_spec}
     return p, g, n
@@ -699,6 +810,8 @@ __all__ = [
     "NonFinitePredictionError",
     "PREDICTION_KEYS",
     "InterWildProtocol",
+    "InterWildStrictProtocol",
+    "annotation",
     "as_f64",
     "bone_scale",
     "bootstrap_ci",

@@ -200,7 +200,83 @@ def _mean(x):
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-def _naive_interwild(pred, gt, regs, dataset):
+def _naive_interwild(pred, gt, regs, dataset, strict=False):
+    """InterWild's evaluate() rules per dataset; strict: the `interwild_strict` rules."""
+    if strict:
+        return _naive_interwild_strict(pred, gt, regs, dataset)
+    P_ = "interwild"
+    n = len(gt["hand_type"])
+    annot_j, annot_v = (gt["annot_joints3d"], gt["annot_joints_valid"]) if "annot_joints3d" in gt else (gt["joints3d"], gt["joints_valid"])
+    kept = gt.get("annot_sample_valid", np.ones(n, bool))
+    vert_sh, vert_ih, rrve, mrrpe = [], [], [], []
+    joint_sh, joint_ih = [[] for _ in range(42)], [[] for _ in range(42)]
+    for i in range(n):
+        if not kept[i]:
+            continue
+        ht = gt["hand_type"][i]
+        inter = ht == "interacting"
+        P = [pred["verts"][i, 778 * h : 778 * (h + 1)] for h in range(2)]
+        G = [gt["verts"][i, 778 * h : 778 * (h + 1)] * gt["mesh_valid"][i, h] for h in range(2)]  # a missing mesh is zeros
+        pj = [regs[h] @ P[h] for h in range(2)]
+        gj = [regs[h] @ G[h] for h in range(2)]
+        if dataset == "reih":
+            counted = [True, True]
+        else:
+            counted = [bool(gt["mesh_valid"][i, h]) and ht in (SIDES[h], "interacting") for h in range(2)]
+        for h in range(2):
+            if counted[h]:
+                e = np.mean([np.linalg.norm((P[h][k] - pj[h][0]) - (G[h][k] - gj[h][0])) for k in range(778)]) * 1000
+                (vert_ih if inter else vert_sh).append(e)
+        both_meshes = bool(gt["mesh_valid"][i].all())
+        wrists_annotated = bool(annot_v[i, 0] and annot_v[i, 21])
+        annotated_rel = annot_j[i, 21] - annot_j[i, 0]
+        if dataset == "ih26m":
+            sel_mrrpe, sel_rrve, rel_g = wrists_annotated, inter and both_meshes, annotated_rel
+        elif dataset == "hic":
+            sel_mrrpe, sel_rrve, rel_g = inter, inter and both_meshes, gj[1][0] - gj[0][0]
+        elif dataset == "mscoco":
+            sel_mrrpe, sel_rrve, rel_g = False, False, None
+        else:  # reih
+            sel_mrrpe, sel_rrve, rel_g = wrists_annotated, wrists_annotated, annotated_rel
+        rel_p = pred["rel_trans"][i] if "rel_trans" in pred else pj[1][0] - pj[0][0]
+        if sel_mrrpe:
+            mrrpe.append(np.linalg.norm(rel_p - rel_g) * 1000)
+        if sel_rrve:
+            p_all = np.concatenate([P[0] - pj[0][0], P[1] - pj[1][0] + rel_p])
+            g_all = np.concatenate([G[0] - gj[0][0], G[1] - gj[1][0] + rel_g])
+            rrve.append(np.mean(np.linalg.norm(p_all - g_all, axis=1)) * 1000)
+        pred_joints = pred["joints3d"][i] if "joints3d" in pred else np.concatenate(pj)
+        if dataset == "ih26m":
+            target, target_valid = annot_j[i], annot_v[i]
+        else:
+            target, target_valid = np.concatenate(gj), np.repeat(counted, 21)
+        for h in range(2):
+            root = 21 * h
+            for j in range(root, root + 21):
+                if target_valid[j] and target_valid[root]:
+                    e = np.linalg.norm((pred_joints[j] - pred_joints[root]) - (target[j] - target[root])) * 1000
+                    (joint_ih if inter else joint_sh)[j].append(e)
+    return _naive_summary(P_, vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
+
+
+def _naive_summary(P_, vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih):
+    means_sh = [np.mean(e) for e in joint_sh if e]
+    means_ih = [np.mean(e) for e in joint_ih if e]
+    return {
+        f"{P_}/mpvpe_all_wrist_mm": _mean(vert_sh + vert_ih),
+        f"{P_}/mpvpe_single_wrist_mm": _mean(vert_sh),
+        f"{P_}/mpvpe_inter_wrist_mm": _mean(vert_ih),
+        f"{P_}/rrve_rightwrist_mm": _mean(rrve),
+        f"{P_}/mrrpe_mm": _mean(mrrpe),
+        f"{P_}/mpjpe_all_wrist_mm": _mean(means_sh + means_ih),
+        f"{P_}/mpjpe_single_wrist_mm": _mean(means_sh),
+        f"{P_}/mpjpe_inter_wrist_mm": _mean(means_ih),
+    }
+
+
+def _naive_interwild_strict(pred, gt, regs, dataset):
+    """The `interwild_strict` rules: labels (annotated AND 3D-valid, hands in hand_type), both
+    meshes for every relative metric."""
     n = len(gt["hand_type"])
     vert_sh, vert_ih, rrve, mrrpe = [], [], [], []
     joint_sh, joint_ih = [[] for _ in range(42)], [[] for _ in range(42)]
@@ -245,18 +321,7 @@ def _naive_interwild(pred, gt, regs, dataset):
                 if target_valid[j] and target_valid[root]:
                     e = np.linalg.norm((pred_joints[j] - pred_joints[root]) - (target[j] - target[root])) * 1000
                     (joint_ih if inter else joint_sh)[j].append(e)
-    means_sh = [np.mean(e) for e in joint_sh if e]
-    means_ih = [np.mean(e) for e in joint_ih if e]
-    return {
-        "interwild/mpvpe_all_wrist_mm": _mean(vert_sh + vert_ih),
-        "interwild/mpvpe_single_wrist_mm": _mean(vert_sh),
-        "interwild/mpvpe_inter_wrist_mm": _mean(vert_ih),
-        "interwild/rrve_rightwrist_mm": _mean(rrve),
-        "interwild/mrrpe_mm": _mean(mrrpe),
-        "interwild/mpjpe_all_wrist_mm": _mean(means_sh + means_ih),
-        "interwild/mpjpe_single_wrist_mm": _mean(means_sh),
-        "interwild/mpjpe_inter_wrist_mm": _mean(means_ih),
-    }
+    return _naive_summary("interwild_strict", vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
 
 
 def _naive_dir(pred, gt, regs):
@@ -308,13 +373,15 @@ def test_equals_naive_loop(hand_model, regs, dataset):
         },
     }
     for name, p in variants.items():
-        got = evaluate(p, gt, dataset=dataset, regressors=regs).summary
-        ref = _naive_interwild(p, gt, regs, dataset)
-        assert set(got) == set(ref) == IW_KEYS
-        for key in ref:
-            assert got[key] == pytest.approx(ref[key], abs=1e-4, nan_ok=True), (name, key)
-            undefined = dataset == "mscoco" and ("rrve" in key or "mrrpe" in key)  # no relative placement annotated
-            assert math.isnan(ref[key]) == undefined, (name, key)  # the case exercises every key the dataset defines
+        for strict in (False, True):
+            protocol = "interwild_strict" if strict else "interwild"
+            got = evaluate(p, gt, protocol=protocol, dataset=dataset, regressors=regs).summary
+            ref = _naive_interwild(p, gt, regs, dataset, strict)
+            assert set(got) == set(ref) == {k.replace("interwild/", f"{protocol}/") for k in IW_KEYS}
+            for key in ref:
+                assert got[key] == pytest.approx(ref[key], abs=1e-4, nan_ok=True), (name, key)
+                undefined = dataset == "mscoco" and ("rrve" in key or "mrrpe" in key)  # no relative placement annotated
+                assert math.isnan(ref[key]) == undefined, (name, key)  # the case exercises every key the dataset defines
         got = evaluate(p, gt, protocol="dir", dataset=dataset, regressors=regs).summary
         ref = _naive_dir(p, gt, regs)
         assert set(got) == set(ref) == DIR_KEYS
@@ -340,7 +407,9 @@ def test_invalid_hands_do_not_count(hand_model, regs, dataset):
     gt, pred = _random_case(hand_model, regs, 16, 9)
     junk = pred["verts"].copy()
     junk[np.repeat(~gt["mesh_valid"], 778, 1)] += np.random.default_rng(1).normal(scale=3.0, size=3)
-    for protocol in ("interwild", "dir"):
+    # InterWild scores both Re:InterHand hands of every sample, a missing fit as a zero mesh
+    protocols = ("interwild_strict", "dir") if dataset == "reih" else ("interwild", "interwild_strict", "dir")
+    for protocol in protocols:
         base = evaluate(pred, gt, protocol=protocol, dataset=dataset, regressors=regs)
         other = evaluate({"verts": junk}, gt, protocol=protocol, dataset=dataset, regressors=regs)
         assert other.summary == pytest.approx(base.summary, nan_ok=True)
@@ -360,11 +429,23 @@ def _selection_case(hand_model, regs):
     return gt
 
 
-EXPECTED_MRRPE = {
-    "ih26m": [True, False, False, True, True],  # both wrists annotated
-    "hic": [True, True, False, False, False],  # interacting with both meshes
-    "reih": [True, False, False, True, True],  # both keypoint wrists (no mesh needed)
+EXPECTED_MRRPE = {  # InterWild's evaluate() rules (the `interwild` protocol)
+    "ih26m": [True, False, False, True, True],  # both wrists annotated, any hand_type
+    "hic": [True, True, False, False, True],  # every interacting sample, a missing mesh as a zero mesh
+    "reih": [True, False, False, True, True],  # every sample with both keypoint wrists (no mesh needed)
     "mscoco": [False] * 5,  # the two hands' fits are not placed relative to each other
+}
+EXPECTED_RRVE = {
+    "ih26m": [True, True, False, False, False],  # interacting with both MANO fits, no wrist checked
+    "hic": [True, True, False, False, False],  # interacting with both meshes
+    "reih": [True, False, False, True, True],  # every MRRPE sample, a missing fit as a zero mesh
+    "mscoco": [False] * 5,
+}
+EXPECTED_MRRPE_STRICT = {  # `interwild_strict`: RRVE = these samples with both meshes
+    "ih26m": [True, False, False, True, True],
+    "hic": [True, True, False, False, False],  # interacting with both meshes
+    "reih": [True, False, False, True, True],
+    "mscoco": [False] * 5,
 }
 
 
@@ -377,16 +458,21 @@ def test_mrrpe_selection_policies_select_what_they_claim(hand_model, regs, datas
         "mesh_valid": torch.as_tensor(gt["mesh_valid"]),
         "joints_valid": torch.as_tensor(gt["joints_valid"]),
     }
-    expected = np.array(EXPECTED_MRRPE[dataset])
-    assert DATASET_RULES[dataset].mrrpe_select(chunk).tolist() == expected.tolist()
     pred = {"verts": gt["verts"] + np.random.default_rng(0).normal(scale=0.005, size=gt["verts"].shape)}
-    res = evaluate(pred, gt, dataset=dataset, regressors=regs)
-    per = res.per_sample["interwild/mrrpe_mm"]
-    assert np.isfinite(per).tolist() == expected.tolist()
-    assert res.summary["interwild/mrrpe_mm"] == pytest.approx(per[expected].mean(), nan_ok=True)  # NaN: no sample (mscoco)
-    # RRVE: the MRRPE samples that also have both meshes
-    rrve = res.per_sample["interwild/rrve_rightwrist_mm"]
-    assert np.isfinite(rrve).tolist() == (expected & gt["mesh_valid"].all(1)).tolist()
+    rules = DATASET_RULES[dataset]
+    for protocol, mrrpe_expected, rrve_expected in (
+        ("interwild", EXPECTED_MRRPE[dataset], EXPECTED_RRVE[dataset]),
+        ("interwild_strict", EXPECTED_MRRPE_STRICT[dataset], np.array(EXPECTED_MRRPE_STRICT[dataset]) & gt["mesh_valid"].all(1)),
+    ):
+        expected = np.array(mrrpe_expected)
+        select = (rules.strict or rules).mrrpe_select if protocol == "interwild_strict" else rules.mrrpe_select
+        assert select(chunk).tolist() == expected.tolist(), protocol
+        res = evaluate(pred, gt, protocol=protocol, dataset=dataset, regressors=regs)
+        per = res.per_sample[f"{protocol}/mrrpe_mm"]
+        assert np.isfinite(per).tolist() == expected.tolist(), protocol
+        assert res.summary[f"{protocol}/mrrpe_mm"] == pytest.approx(per[expected].mean(), nan_ok=True)  # NaN: no sample (mscoco)
+        rrve = res.per_sample[f"{protocol}/rrve_rightwrist_mm"]
+        assert np.isfinite(rrve).tolist() == list(rrve_expected), protocol
     # the DIR protocol has one sample set whatever the dataset: interacting with both meshes
     dir_res = evaluate(pred, gt, protocol="dir", dataset=dataset, regressors=regs)
     assert np.isfinite(dir_res.per_sample["dir/mrrpe_mm"]).tolist() == [True, True, False, False, False]

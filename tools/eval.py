@@ -38,11 +38,25 @@ def _predict(args: argparse.Namespace, reader_name: str, hand_model) -> tuple[Pa
     load_weights(model, folder, strict=True)
     device = pick_device(args.device)
     reader = create_reader(reader_name, args.data_root, args.split, hand_model, **_reader_options(args))
-    framing = args.framing or cfg.augment.framing  # by default the framing the run trained with
+    framing = _framing(args, cfg, model)
+    print(f"framing: {framing}")
     pred = predict_dataset(model.to(device), reader, args.batch_size, device, amp="off", framing=framing)
     path = save_predictions(args.out / "predictions.npz", pred)
     print(f"predicted {len(pred['sample_ids'])} samples with {folder}")
     return path, folder
+
+
+def _framing(args: argparse.Namespace, cfg, model) -> str:
+    """--framing when given; the whole image for the InterWild protocols when the model finds
+    the hand boxes itself (InterWild's evaluation frames the whole image: its body box is the
+    full image); otherwise the framing the run trained with."""
+    from handrecon.models.interwild import InterWildNet
+
+    if args.framing is not None:
+        return args.framing
+    if args.protocol.startswith("interwild") and isinstance(model, InterWildNet):
+        return "image"
+    return cfg.augment.framing
 
 
 def _reader_options(args: argparse.Namespace) -> dict[str, str]:
@@ -82,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "--framing",
         choices=sorted(FRAMINGS),
         default=None,
-        help="--checkpoint: crop the input around the hand boxes or show the whole image (default: the run's augment.framing)",
+        help="--checkpoint: crop the input around the hand boxes or show the whole image (default: 'image' for the interwild "
+        "protocols with a model that finds the hand boxes itself (interwild, interwild_tiny), as InterWild evaluates; "
+        "else the run's augment.framing)",
     )
     parser.add_argument("--overlays", type=int_at_least(0), default=4, help="best and worst samples drawn as PNG overlays (0: none)")
     args = parser.parse_args(argv)

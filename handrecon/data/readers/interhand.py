@@ -405,6 +405,20 @@ def write_interhand_split(
 # --------------------------------------------------------------------------------------- reader
 
 
+def _interwild_box_ok(points: np.ndarray, width: int, height: int, extend: float = 1.2) -> bool:
+    """Whether InterWild's get_bbox + sanitize_bbox give a box for these (k >= 1, 2) pixels:
+    the points' extent grown `extend` times about its centre, clipped to the image, non-empty."""
+    lo, hi = points.min(0), points.max(0)
+    size = (hi - lo) * extend
+    x, y = (lo + hi) / 2 - size / 2
+    w, h = size
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
+    return bool(w * h > 0 and x2 > x1 and y2 > y1)
+
+
+
+
 def _sides_of(hand_type: str) -> tuple[bool, bool]:
     return hand_type in ("right", "interacting"), hand_type in ("left", "interacting")
 
@@ -518,6 +532,40 @@ class InterHandReader(BaseReader):
             table["mano_pose"][at, hand] = pose
             table["mano_shape"][at, hand] = shape
             table["mano_transl"][at, hand] = transl
+
+    def annotation_labels(self) -> dict[str, np.ndarray]:
+        """What InterWild's InterHand26M.py evaluate() reads, for every annotation (our order):
+
+        - annot_joints3d (N, 42, 3) m: the annotated joints moved to the camera, both hands
+          whatever the hand_type; a joint without a 3D annotation (or whose hand's 3D wrist has
+          none) at InterWild's placeholder, 1 mm on every axis.
+        - annot_joints_valid (N, 42): the annotation's joint_valid times its hand's wrist flag
+          (InterWild's joint_trunc), both hands; a hand whose box of valid projected joints
+          (grown 1.2x, clipped to the image) is degenerate is all False, as InterWild drops it.
+        - annot_sample_valid (N,): False for what InterWild's loader leaves out: no annotated
+          joint, no 3D-valid joint, or no hand box.
+        """
+        n = len(self.records)
+        joints = np.zeros((n, 2 * NUM_JOINTS, 3))
+        valid = np.zeros((n, 2 * NUM_JOINTS), bool)
+        kept = np.zeros(n, bool)
+        hands = [np.arange(h * NUM_JOINTS, (h + 1) * NUM_JOINTS) for h in range(2)]  # InterHand2.6M order
+        for k, rec in enumerate(self.records):
+            trunc = np.asarray(rec.joint_valid, bool).copy()
+            valid3d = np.asarray(rec.frame.joint_valid, bool) & np.isfinite(rec.frame.world_coord).all(1)
+            for idx, wrist in zip(hands, IH26M_WRISTS):
+                trunc[idx] &= trunc[wrist]
+                valid3d[idx] &= valid3d[wrist]
+            rot, trans = rec.cam.extrinsics_m()
+            cam_mm = np.where(valid3d[:, None], np.nan_to_num(rec.frame.world_coord) @ rot.T + trans * 1000.0, 1.0)
+            pixels = cam_mm[:, :2] / cam_mm[:, 2:] * np.asarray(rec.cam.focal) + np.asarray(rec.cam.princpt)
+            boxes = [bool(trunc[idx].any()) and _interwild_box_ok(pixels[idx][trunc[idx]], rec.width, rec.height) for idx in hands]
+            for idx, ok in zip(hands, boxes):
+                trunc[idx] &= ok
+            kept[k] = bool(valid3d.any()) and any(boxes)  # a box implies an annotated joint
+            joints[k] = from_ih26m_order(cam_mm / 1000.0)
+            valid[k] = from_ih26m_order(trunc)
+        return {"annot_joints3d": joints, "annot_joints_valid": valid, "annot_sample_valid": kept}
 
     def _meta(self, i: int) -> dict:
         rec = self.records[i]
