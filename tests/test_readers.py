@@ -27,6 +27,7 @@ from handrecon.data.readers import create_reader, list_readers
 from handrecon.data.readers.common import DataFormatError, box_from_points
 from handrecon.data.readers.hic import FOCAL, PRINCPT, read_ply_vertices
 from handrecon.data.readers.interhand import (
+    IH26M_WRISTS,
     annotation_path,
     load_interhand_split,
     write_interhand_split,
@@ -158,6 +159,39 @@ def test_ih26m_validity_rules(ih_data, hand_model):
     # left wrist not annotated: the whole left hand is invalid, fit dropped as InterWild does
     s = by_frame[50]
     assert not s["joints_valid"][21:].any() and s["mano_valid"].tolist() == [True, False] and not s["boxes"][1].any()
+
+
+def test_ih26m_annotation_labels_follow_interwilds_loader(ih_data, hand_model):
+    """InterWild's evaluate() inputs: joint_trunc (annotation x wrist flag, a hand without a box
+    cleared), the 1 mm placeholder for joints without 3D, and the samples its loader drops."""
+    root, truth = ih_data
+    reader = create_reader("ih26m", root, "test", hand_model, load_images=False)
+    base = {rec.frame_idx: rec for rec in reader.records}  # one record per frame (the last camera)
+    wrists_only = np.zeros(42, bool)
+    wrists_only[list(IH26M_WRISTS)] = True  # one annotated joint per hand: a zero-size box, which sanitize_bbox refuses
+    no3d = dataclasses.replace(base[10].frame, joint_valid=np.r_[np.ones(21, bool), np.zeros(21, bool)])  # IH order: right, left
+    reader.records = [
+        base[20],  # right-only: the left hand's garbage joints are annotated invalid
+        base[50],  # left wrist not annotated: the whole left hand is cleared
+        dataclasses.replace(base[10], joint_valid=wrists_only),  # no hand has a box: dropped
+        dataclasses.replace(base[10], frame=no3d),  # left without 3D: every joint at the placeholder, one pixel: no box
+        dataclasses.replace(base[10], joint_valid=np.zeros(42, bool)),  # nothing annotated: dropped
+    ]
+    got = reader.annotation_labels()
+    expect_valid = [
+        np.r_[np.ones(21, bool), np.zeros(21, bool)],
+        np.r_[np.ones(21, bool), np.zeros(21, bool)],
+        np.zeros(42, bool),
+        np.r_[np.ones(21, bool), np.zeros(21, bool)],
+        np.zeros(42, bool),
+    ]
+    np.testing.assert_array_equal(got["annot_joints_valid"], np.stack(expect_valid))
+    assert got["annot_sample_valid"].tolist() == [True, True, False, True, False]
+    # joints: the annotation in the camera (metres); a joint without 3D at 1 mm on every axis
+    rec = reader.records[3]
+    cam = (truth.joints_world[rec.annot_id] * 1000.0 - rec.cam.campos) @ rec.cam.camrot.T / 1000.0
+    np.testing.assert_allclose(got["annot_joints3d"][3, :21], cam[:21], atol=1e-9)
+    np.testing.assert_array_equal(got["annot_joints3d"][3, 21:], np.full((21, 3), 0.001))
 
 
 def test_ih26m_meta_is_cheap_and_images_are_checked(tmp_path, hand_model):

@@ -417,8 +417,6 @@ def _interwild_box_ok(points: np.ndarray, width: int, height: int, extend: float
     return bool(w * h > 0 and x2 > x1 and y2 > y1)
 
 
-
-
 def _sides_of(hand_type: str) -> tuple[bool, bool]:
     return hand_type in ("right", "interacting"), hand_type in ("left", "interacting")
 
