@@ -130,11 +130,10 @@ def test_mano_parameters_reproduce_the_meshes(outputs, test_samples, hand_model)
             assert np.abs(verts - mesh).max() < 1e-5, side
 
 
-def test_boxes_are_in_image_pixels(test_samples):
+def test_boxes_are_in_image_pixels():
     """The input -> image pixel map inverts the framing's camera change."""
     from handrecon.data.augment import crop_to_input
 
-    _, samples = test_samples
     s = demo.make_sample("x", np.zeros((90, 160, 3), np.uint8), np.array([200.0, 200.0]), np.array([70.0, 50.0]), None)
     crop = crop_to_input(s, (128, 96), framing="image")
     pts = np.array([[0.0, 0.0], [159.0, 89.0], [70.0, 50.0]])
@@ -189,3 +188,23 @@ def test_a_folder_of_images(run_dir, test_samples, tmp_path):
     for s in samples:
         stem = Path(s["image_path"]).stem
         assert (tmp_path / "o" / f"{stem}.json").is_file() and (tmp_path / "o" / f"{stem}_overlay.png").is_file()
+
+
+def test_a_hand_below_the_confidence_threshold_is_not_detected(run_dir, test_samples, tmp_path, monkeypatch):
+    """With a per-hand confidence output, an unconfident hand gets no mesh and detected=false."""
+    _, samples = test_samples
+    predict = demo.predict_image
+
+    def with_conf(*args, **kwargs):
+        pred, crop = predict(*args, **kwargs)
+        return {**pred, "box_conf": np.array([0.9, 0.2], np.float32)}, crop
+
+    monkeypatch.setattr(demo, "predict_image", with_conf)
+    image = Path(samples[0]["image_path"])
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / f"{image.stem}_left.obj").write_text("stale")
+    assert _run("--checkpoint", run_dir, "--image", image, "--out", tmp_path / "o") == 0
+    hands = json.loads((tmp_path / "o" / f"{image.stem}.json").read_text())["hands"]
+    assert hands["right"]["detected"] and hands["right"]["confidence"] == pytest.approx(0.9)
+    assert not hands["left"]["detected"] and hands["left"]["mesh"] is None
+    assert (tmp_path / "o" / f"{image.stem}_right.obj").is_file() and not (tmp_path / "o" / f"{image.stem}_left.obj").exists()
