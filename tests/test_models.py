@@ -57,7 +57,7 @@ def test_tiny_models_output_contract_and_gradients(name, hand_model, procedural_
     assert terms and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
     sum(terms.values()).backward()
     # every parameter is reached by some loss: DDP needs no find_unused_parameters
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
     assert not missing, missing[:5]
     assert model.state_dict() and not any("mano" in k.lower() or "shapedirs" in k for k in model.state_dict())
 
@@ -101,7 +101,7 @@ def test_wrong_input_size_and_options_are_clear_errors(hand_model):
     with pytest.raises(ConfigError, match=r"^expected int for 'interwild_tiny\.hand_size', got '64'$"):
         create_model("interwild_tiny", hand_model, hand_size="64")
     # the crop side must give whole feature cells: an error when the model is built, not at its first batch
-    with pytest.raises(UserError, match=r"^hand_size must be a multiple of the stride of backbone 'test_resnet' \(32\), got 48$"):
+    with pytest.raises(UserError, match=r"^hand_size must be a multiple of the stride of backbone 'resnet_tiny' \(32\), got 48$"):
         create_model("interwild_tiny", hand_model, hand_size=48)
 
 
@@ -138,7 +138,7 @@ def test_options_reach_the_built_model(hand_model):
     stride = model.backbone.stride
     assert (default.cfg.hand_size, default.heatmap_cells) == (64, 64 // stride)
     assert (model.cfg.hand_size, model.heatmap_cells) == (128, 128 // stride)  # the crop side and its heatmap
-    assert default.position.weight.shape[0] == 21 * 4 and model.position.weight.shape[0] == 21 * 2
+    assert default.hand_position_net.conv[0].weight.shape[0] == 21 * 4 and model.hand_position_net.conv[0].weight.shape[0] == 21 * 2
     dir_model = build_model(ModelConfig(name="dir_tiny", options={"refine_stages": 1, "hidden": 16}), hand_model)
     assert len(dir_model.stages) == 1 and dir_model.feat_proj.weight.shape[0] == 16
 
@@ -146,13 +146,13 @@ def test_options_reach_the_built_model(hand_model):
 def test_yaml_options_and_a_dotted_set_merge_deeply(hand_model, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  name: interwild_tiny\n  options: {hand_size: 96, heatmap_depth: 2, loss_weights: {joints: 2}}\n")
-    cfg = load_config(Experiment, path, ["model.options.loss_weights.verts=0", "model.options.body_backbone=test_resnet"])
+    cfg = load_config(Experiment, path, ["model.options.loss_weights.verts=0", "model.options.body_backbone=resnet_tiny"])
     assert cfg.model.options == {
-        "hand_size": 96, "heatmap_depth": 2, "loss_weights": {"joints": 2.0, "verts": 0.0}, "body_backbone": "test_resnet",
+        "hand_size": 96, "heatmap_depth": 2, "loss_weights": {"joints": 2.0, "verts": 0.0}, "body_backbone": "resnet_tiny",
     }  # fmt: skip
     assert load_config(Experiment, save_config(cfg, tmp_path / "run" / "config.yaml")) == cfg  # what a run folder records
     model = build_model(cfg.model, hand_model)
-    assert model.cfg.hand_size == 96 and model.position.weight.shape[0] == 21 * 2
+    assert model.cfg.hand_size == 96 and model.hand_position_net.conv[0].weight.shape[0] == 21 * 2
     assert model.loss_weights["joints"] == 2.0 and model.loss_weights["verts"] == 0.0
     assert model.loss_weights["mano_pose"] == type(model).default_loss_weights()["mano_pose"]
     # a str option keeps the --set text as written
@@ -184,14 +184,17 @@ def test_pretrained_weights_come_from_a_local_file(hand_model, tmp_path):
     assert torch.all(loaded[first] == 0.5)
 
 
-def _mirror_batch(batch):
+def _mirror_batch(batch, crop_shift=None):
     """The horizontally mirrored scene: image flipped, principal point and boxes mirrored, and
-    the hands' boxes swapped (the mirrored right hand is a left hand)."""
+    the hands' boxes swapped (the mirrored right hand is a left hand). `crop_shift` (B, 2) moves
+    the mirrored boxes right by that many pixels."""
     w = batch["image"].shape[2]
     princpt = batch["princpt"].clone()
     princpt[:, 0] = w - 1 - princpt[:, 0]
     boxes = batch["roi_boxes"].flip(1)
     boxes = torch.stack([w - 1 - boxes[..., 2], boxes[..., 1], w - 1 - boxes[..., 0], boxes[..., 3]], -1)
+    if crop_shift is not None:
+        boxes = boxes + torch.stack([crop_shift, crop_shift * 0, crop_shift, crop_shift * 0], -1)
     return {**batch, "image": batch["image"].flip(2), "princpt": princpt, "roi_boxes": boxes}
 
 
@@ -202,13 +205,21 @@ def test_interwild_left_hand_path_is_the_mirrored_right_hand_path(hand_model, pr
     # the right hands' boxes for both hands: the left path then sees exactly the right crop mirrored
     right = batch["boxes"][:, :1]
     batch["roi_boxes"] = torch.cat([right, right], 1)
+    # InterWild's crop warp samples crop pixel j at cx + (j - S/2) side / S and mirrors the left
+    # crop j -> S - 1 - j: the mirrored box must sit one crop pixel (side / S) to the right for the
+    # left crop to be exactly the mirrored right crop
+    side = (right[..., 2:] - right[..., :2]).amax(-1).expand(-1, 2) * model.cfg.roi_scale
     with torch.no_grad():
         out = model(batch)
-        mirrored = model(_mirror_batch(batch))
+        mirrored = model(_mirror_batch(batch, side / model.cfg.hand_size))
     flip_x = torch.tensor([-1.0, 1.0, 1.0])
-    # the mirrored scene's left hand is the original right hand, mirrored through x = 0
-    torch.testing.assert_close(mirrored["verts"][:, 778:], out["verts"][:, :778] * flip_x, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(mirrored["verts"][:, :778], out["verts"][:, 778:] * flip_x, atol=2e-4, rtol=1e-4)
+    # the mirrored scene's left hand is the original right hand, mirrored through x = 0 (root-relative:
+    # the shifted box places it one crop pixel away)
+    def rel(o):
+        return torch.cat([o["verts"][:, :778] - o["joints3d"][:, :1], o["verts"][:, 778:] - o["joints3d"][:, 21:22]], 1)
+
+    torch.testing.assert_close(rel(mirrored)[:, 778:], rel(out)[:, :778] * flip_x, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(rel(mirrored)[:, :778], rel(out)[:, 778:] * flip_x, atol=2e-4, rtol=1e-4)
     aa = torch.tensor([1.0, -1.0, -1.0]).repeat(16)
     torch.testing.assert_close(mirrored["mano_pose"][:, 1], out["mano_pose"][:, 0] * aa, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(mirrored["mano_shape"][:, 1], out["mano_shape"][:, 0], atol=1e-5, rtol=1e-5)

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip())
     add_config_args(parser, example="optim.lr=1e-4 data.batch_size=32 model.options.roi_boxes=gt")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--init", metavar="CKPT", help="start from these weights (a run, checkpoint folder or .safetensors); fresh optimizer")
+    group.add_argument("--init", metavar="CKPT", help="start from these weights (a run, checkpoint folder, .safetensors, or InterWild's snapshot_N.pth for model interwild); fresh optimizer")
     group.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue RUN_DIR exactly from its latest checkpoint (its config + --set)")
     args = parser.parse_args(argv)
     cfg = config_from_args(Experiment, args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, TypeVar
 
@@ -77,13 +78,20 @@ def model_config(name: str, /, **options: Any) -> Any:
     return build_section(model.config, options, name, base=model.preset)
 
 
-def create_model(name: str, hand_model: HandModel, **options: Any) -> HandRegressor:
-    """Build a registered model; `options` override fields of its architecture's config."""
-    return _lookup(name).build(hand_model, model_config(name, **options))
+def create_model(name: str, hand_model: HandModel, checkpoint: str | Path | None = None, **options: Any) -> HandRegressor:
+    """Build a registered model; `options` override fields of its architecture's config.
+    `checkpoint`: weights to load, strictly: a .safetensors file, a checkpoint or run folder
+    (`handrecon.engine.checkpoint.load_weights`), or InterWild's released `snapshot_N.pth`."""
+    model = _lookup(name).build(hand_model, model_config(name, **options))
+    if checkpoint is not None:
+        from ..engine.checkpoint import load_weights
+
+        load_weights(model, checkpoint, strict=True)
+    return model
 
 
 _TINY_INTERWILD = dict(
-    backbone="test_resnet", body_backbone="test_resnet", trans_backbone="test_resnet", input_size=(128, 96), body_size=(64, 48),
+    backbone="resnet_tiny", body_backbone="resnet_tiny", trans_backbone="resnet_tiny", input_size=(128, 96), body_size=(64, 48),
     box_deconvs=2, box_channels=32, hand_size=64, heatmap_depth=4, rot_channels=32, trans_heatmap=8, trans_channels=16,
     sigma=1.0,
 )  # fmt: skip

@@ -6,6 +6,7 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..errors import UserError
 
@@ -36,3 +37,77 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[-1]
+
+
+# name -> (block, blocks per stage, planes per stage, stem channels). The torchvision layout
+# (conv1, bn1, layer1..layer4), so torchvision/timm ResNet weights and InterWild's
+# `ResNetBackbone` parameters share the names; `resnet_tiny` is a small one for tests and CPU runs.
+RESNETS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), 64),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), (64, 128, 256, 512), 64),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), 64),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), (64, 128, 256, 512), 64),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), (64, 128, 256, 512), 64),
+    "resnet_tiny": (BasicBlock, (1, 1, 1, 1), (32, 48, 96, 96), 32),
+}
+
+
+class ResNet(nn.Module):
+    """A ResNet without its classifier: 7x7 stem (conv1, bn1), max-pool, four stages (stride 32).
+
+    `stem` overrides the stem's channel count (the first stage then adapts by a 1x1 projection
+    where it differs). ``forward(x, late=True)`` skips the stem and max-pool: the four stages read
+    a (B, stem, H, W) map directly (stride 8), as InterWild's relative-translation branch does.
+    """
+
+    def __init__(self, name: str, pretrained: str | Path = "", stem: int | None = None):
+        super().__init__()
+        if name not in RESNETS:
+            raise UserError(f"unknown backbone '{name}'; choose one of {sorted(RESNETS)}")
+        block, blocks, planes, stem_default = RESNETS[name]
+        self.name = name
+        c = stem_default if stem is None else stem
+        self.stem_channels = c
+        self.conv1 = nn.Conv2d(3, c, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        for i, (n, p) in enumerate(zip(blocks, planes)):
+            stride = 1 if i == 0 else 2
+            out = p * block.expansion
+            down = None
+            if stride != 1 or c != out:
+                down = nn.Sequential(nn.Conv2d(c, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            layers = [block(c, p, stride, down)] + [block(out, p) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+            c = out
+        self.channels, self.stride = c, 32
+        self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # reads raw [0, 1] images
+        if pretrained:
+            self.load_pretrained(Path(pretrained))
+
+    def load_pretrained(self, path: Path) -> None:
+        """Weights of a torchvision/timm ResNet of the same layout (.pth/.bin/.safetensors state
+        dict; its classifier `fc.*` is dropped)."""
+        if not path.is_file():
+            raise UserError(
+                f"pretrained weights for backbone '{self.name}' not found at {path}: save a torchvision/timm "
+                f"'{self.name}' state dict there, or set the model's 'pretrained' to '' to start from scratch"
+            )
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        bad = sorted(set(own) ^ set(state)) + sorted(k for k in own if k in state and own[k].shape != state[k].shape)
+        if bad:
+            raise UserError(f"{path}: not a '{self.name}' state dict (mismatched keys: {bad[:5]})")
+        self.load_state_dict(state)
+
+    def forward(self, x: torch.Tensor, late: bool = False) -> torch.Tensor:
+        if not late:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -1,31 +1,40 @@
-"""InterWild-style regressor (Moon, CVPR 2023): body-level image -> hand boxes -> per-hand crops
-through one shared hand network -> MANO, plus a relative-translation branch between the hands.
+"""InterWild (Moon, CVPR 2023, facebookresearch/InterWild), network part by part with its
+parameter names, so its released `snapshot_N.pth` loads (`handrecon.models.interwild_checkpoint`).
 
-Stages (sizes are the defaults; `interwild_tiny` shrinks them):
+Stages (sizes are the defaults, InterWild's; `interwild_tiny` shrinks them). The input is the
+raw image in [0, 1] (no mean/std normalisation), 512x384.
 
-1. **Boxes.** The input (512x384) is resized to 256x192 for a body backbone; deconvolutions
-   bring its features to stride 4, a 2-channel heatmap gives each hand's box centre by
-   soft-argmax and an MLP on the features at that centre gives its size.
-2. **Crops.** Square boxes (side = max(w, h) * `roi_scale`) are RoI-aligned from the full input
-   to 256x256; the left crop is mirrored so one right-hand network serves both hands. During
-   training the crops come from the predicted boxes (detached), as in InterWild, or from the
-   ground-truth boxes with `roi_boxes: gt`.
-3. **Hand network.** A shared backbone; a 1x1 convolution gives 21 x 8 x (8x8) joint heatmaps
-   whose 3D soft-argmax is each joint's crop position and root-relative depth; features sampled at
-   those joints give 6D rotations (root + 15), the global feature gives betas and a root
-   translation in a virtual crop camera (focal 5000, depth = k * sigmoid(gamma)).
-4. **Back to the image.** The left hand's outputs are mirrored back: axis-angle (a, b, c) ->
-   (a, -b, -c), translation x -> -x, heatmap x -> W-1-x; MANO (left layer) gives its mesh. Each
-   hand's wrist is moved from its crop's virtual camera to the real camera through its crop pixel
-   (`layers.crop_root_to_camera`), so `verts` lie over the image.
-5. **Relative translation.** Both hands' joints (detached) are placed in their union box as 3D
-   Gaussian heatmaps; a small CNN plus a ResNet-18 reads them and the features at the two
-   wrists give the left-minus-right wrist translation.
+1. **Boxes** (`body_backbone`, `body_box_net`). The input resized (bilinear) to 256x192 goes
+   through a ResNet-50; three deconvolutions bring it to a 64x48 map, a 1x1 convolution gives a
+   2-channel (right, left) heatmap whose soft-argmax is each hand's box centre, and a per-hand MLP
+   on the features at that centre gives its (w, h). Centre and size are in heatmap cells (cell x
+   is input pixel x * W / 48, no half-cell offset).
+2. **Crops** (`hand_roi_net`). Each box made square (side max(w, h) in body-input pixels) and
+   scaled by `roi_scale` (2.0) is warped to 256x256 by bilinear sampling: crop pixel j samples the
+   image at cx + (j - 256/2) * side / 256 (InterWild's affine warp). The left crop is mirrored so
+   one right-hand network serves both hands. During training the crops come from the predicted
+   boxes (detached), or from the ground-truth boxes with `roi_boxes: gt`.
+3. **Hand network**: `hand_roi_net.backbone` (ResNet-50, 8x8x2048); `hand_position_net`, a 1x1
+   convolution to 21 x 8 x (8x8) heatmaps, whose 3D soft-argmax is each joint's cell (x, y) and
+   depth; `hand_rotation_net`: features (1x1 conv + BN + ReLU, 512) sampled at those joints plus
+   their coordinates give 6D rotations (root + 15; the 6D code is the matrix's first two rows),
+   the pooled features give betas and the translation in a virtual crop camera (focal 5000,
+   principal point at the crop centre, depth = k * sigmoid(gamma), k = 5000 * 0.6 / 256).
+4. **Mesh.** The left hand's outputs are mirrored back: axis-angle (a, b, c) -> (a, -b, -c),
+   translation x -> -x, heatmap x -> (S - 1 - 32 x) / 32. MANO (mean-hand pose) gives each mesh;
+   joints are the fixed MANO regressor plus five fingertip vertices (not learnable), the mesh is
+   taken relative to its wrist. For the toolkit's `verts`, each wrist is moved from its crop's
+   virtual camera to the real camera through its crop pixel.
+5. **Relative translation** (`hand_trans_net`). Both hands' joints (detached) in input pixels,
+   each hand's joint box x 1.2, their union made square; in it each joint is a 3D Gaussian
+   (sigma 2.5 cells, peak 255) on a 64^3 grid. A 3x3 convolution (2 x 21 x 64 -> 64 channels,
+   BN, ReLU) and ResNet-18's four stages (no stem: they read the 64x64 map directly) give an 8x8
+   map; the features at the two wrists plus the wrists' cells give left-minus-right wrist.
 
-Losses (InterWild's, L1): box centre/size, joint heatmap positions and projections (in heatmap
-cells), root-relative 3D joints x10 (annotated and mesh-regressed), MANO pose/shape where valid,
-relative translation. Not reproduced: InterWild's learnable joint regressor (its joints come from
-the MANO mesh here) and its 2D-only (MSCOCO) training path.
+Losses (InterWild's, L1): box centre/size (heatmap cells), joint heatmap positions and
+projections (hand heatmap cells), root-relative 3D joints x10 (annotated and mesh-regressed),
+MANO pose/shape where valid, relative translation. Not reproduced: InterWild's 2D-only (MSCOCO)
+training path.
 """
 from __future__ import annotations
 
@@ -35,31 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..camera import project
+from ..camera import unproject
 from ..config import FieldError, check_fields
 from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS
-from ..hand_model.rotation import rot6d_to_axis_angle
+from ..hand_model.rotation import matrix_to_axis_angle, rot6d_to_matrix
 from ..losses import ELEMENTWISE, masked_mean
-from .backbone import Backbone
+from .backbone import ResNet
 from .base import HandRegressor
-from .layers import (
-    conv_bn_relu,
-    crop_images,
-    crop_root_to_camera,
-    crop_to_image,
-    deconv_bn_relu,
-    heatmap_to_crop,
-    identity_rot6d,
-    image_to_crop,
-    mirror_x,
-    mlp,
-    normalize_image,
-    sample_at,
-    soft_argmax_2d,
-    soft_argmax_3d,
-    square_boxes,
-)
+from .layers import identity_rot6d, sample_at, soft_argmax_2d, soft_argmax_3d, square_boxes
 
 # mirror of an axis-angle through the x = 0 plane: (a, b, c) -> (a, -b, -c)
 _MIRROR_AA = (1.0, -1.0, -1.0)
@@ -67,11 +60,11 @@ _MIRROR_AA = (1.0, -1.0, -1.0)
 
 @dataclass
 class InterWildConfig:
-    backbone: str = "resnet50"  # shared hand network (timm name)
+    backbone: str = "resnet50"  # hand backbone: resnet18/34/50/101/152 or resnet_tiny (handrecon.models.backbone.RESNETS)
     body_backbone: str = "resnet50"
-    trans_backbone: str = "resnet18"
-    pretrained: str = ""  # local timm weights file for `backbone` and `body_backbone` ('' = random init)
-    trans_pretrained: str = ""  # local timm weights file for `trans_backbone`
+    trans_backbone: str = "resnet18"  # its four stages (no stem) read the relative-translation heatmaps
+    pretrained: str = ""  # local torchvision/timm ResNet weights file for `backbone` and `body_backbone` ('' = random init)
+    trans_pretrained: str = ""  # local torchvision/timm ResNet weights file for `trans_backbone`
     input_size: tuple[int, int] = (512, 384)  # (H, W) of the image the model reads
     body_size: tuple[int, int] = (256, 192)
     box_deconvs: int = 3  # x2 upsamplings of the body features for the box-centre heatmap; >= 0
@@ -79,10 +72,10 @@ class InterWildConfig:
     hand_size: int = 256  # side of the hand crops
     heatmap_depth: int = 8
     rot_channels: int = 512
-    roi_scale: float = 1.3  # crop side = box side * roi_scale
-    roi_boxes: str = "pred"  # crops while training: 'pred' (detached predicted boxes) or 'gt'
+    roi_scale: float = 2.0  # crop side = square box side * roi_scale (InterWild: 2.0)
+    roi_boxes: str = "pred"  # crops while training: 'pred' (detached predicted boxes, InterWild) or 'gt'
     trans_heatmap: int = 64  # side of the Gaussian heatmap cube read by the relative-translation branch
-    trans_channels: int = 64
+    trans_channels: int = 64  # channels of its 3x3 convolution = the stem width of `trans_backbone`
     sigma: float = 2.5  # Gaussian std in heatmap cells
     virtual_focal: float = 5000.0
     camera_3d_size: float = 0.6  # metres spanned by the crop at the depth where gamma = 1
@@ -101,48 +94,195 @@ class InterWildConfig:
         check_fields(self, ">= 0", "box_deconvs", "loss_weights")
 
 
+def rot6d_rows_to_axis_angle(x: torch.Tensor) -> torch.Tensor:
+    """(..., 6) InterWild's 6D code (the rotation matrix's first two rows) -> (..., 3) axis-angle."""
+    return matrix_to_axis_angle(rot6d_to_matrix(x).transpose(-1, -2))
+
+
+def affine_crops(image: torch.Tensor, boxes: torch.Tensor, size: int, image_index: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images, (N, 4) boxes -> (N, C, size, size): crop pixel (j, i) samples the
+    image bilinearly (zeros outside) at (cx + (j - size/2) (x1 - x0) / size, cy + (i - size/2)
+    (y1 - y0) / size), pixel centres at integer coordinates; `flip` mirrors the chosen crops."""
+    h, w = image.shape[-2:]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = boxes[:, 2:] - boxes[:, :2] + 1e-8
+    steps = torch.arange(size, device=image.device, dtype=image.dtype) - size / 2
+    xs = centre[:, :1] + steps * side[:, :1] / size  # (N, size)
+    ys = centre[:, 1:] + steps * side[:, 1:] / size
+    gx = (2 * xs / (w - 1) - 1)[:, None, :].expand(-1, size, -1)
+    gy = (2 * ys / (h - 1) - 1)[:, :, None].expand(-1, -1, size)
+    crops = F.grid_sample(image[image_index], torch.stack([gx, gy], -1), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+
+
+def crop_to_image(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, K, 2) crop pixels -> image pixels of the (N, 4) boxes (the inverse of the crop warp)."""
+    centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
+    side = boxes[:, None, 2:] - boxes[:, None, :2] + 1e-8
+    return centre + (points - size / 2) * side / size
+
+
+def image_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, K, 2) image pixels -> crop pixels of the (N, 4) boxes."""
+    centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
+    side = boxes[:, None, 2:] - boxes[:, None, :2] + 1e-8
+    return (points - centre) * size / side + size / 2
+
+
+def _conv(cin: int, cout: int, kernel: int, bn_relu: bool) -> nn.Sequential:
+    """Conv2d with bias (+ BN + ReLU): InterWild's `make_conv_layers` layout (indices 0, 1)."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2)]
+    if bn_relu:
+        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class BoxNet(nn.Module):
+    """Body features -> (B, 2, 2) box centres and sizes in heatmap cells (right, left), the
+    (B, 2) confidences (softmaxed heatmap at the centre) and the heatmap size (h, w)."""
+
+    def __init__(self, cin: int, channels: int, deconvs: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(deconvs):
+            layers += [nn.ConvTranspose2d(cin, channels, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            cin = channels
+        self.deconv = nn.Sequential(*layers)
+        self.bbox_center = _conv(cin, 2, 1, bn_relu=False)
+        self.rhand_size = nn.Sequential(nn.Linear(cin, cin), nn.ReLU(inplace=True), nn.Linear(cin, 2))
+        self.lhand_size = nn.Sequential(nn.Linear(cin, cin), nn.ReLU(inplace=True), nn.Linear(cin, 2))
+
+    def forward(self, feats: torch.Tensor):
+        feats = self.deconv(feats)
+        hm = self.bbox_center(feats)
+        b, _, fh, fw = hm.shape
+        centre = soft_argmax_2d(hm)  # (B, 2, 2)
+        at = sample_at(feats, centre.detach())  # (B, 2, C)
+        size = torch.stack([self.rhand_size(at[:, 0]), self.lhand_size(at[:, 1])], 1)
+        prob = hm.reshape(b, 2, fh * fw).softmax(-1).reshape(b, 2, fh, fw)
+        conf = torch.stack([sample_at(prob[:, i : i + 1], centre[:, i : i + 1])[:, 0, 0] for i in range(2)], 1)
+        return centre, size, conf, (fh, fw)
+
+
+class HandRoI(nn.Module):
+    def __init__(self, backbone: ResNet):
+        super().__init__()
+        self.backbone = backbone
+
+
+class PositionNet(nn.Module):
+    """Hand features -> (N, 21, 3) joint (x, y, depth) in heatmap cells."""
+
+    def __init__(self, cin: int, depth: int):
+        super().__init__()
+        self.depth = depth
+        self.conv = _conv(cin, NUM_JOINTS * depth, 1, bn_relu=False)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = feats.shape
+        return soft_argmax_3d(self.conv(feats).reshape(n, NUM_JOINTS, self.depth, h, w))
+
+
+class RotationNet(nn.Module):
+    """Hand features and joint cells -> root pose (N, 3), hand pose (N, 45) axis-angle, betas
+    (N, 10), root translation (N, 3) in the virtual crop camera."""
+
+    def __init__(self, cin: int, channels: int, depth_scale: float):
+        super().__init__()
+        self.depth_scale = depth_scale
+        self.conv = _conv(cin, channels, 1, bn_relu=True)
+        joint_feat = NUM_JOINTS * (channels + 3)
+        self.root_pose_out = nn.Sequential(nn.Linear(joint_feat, 6))
+        self.pose_out = nn.Sequential(nn.Linear(joint_feat, 15 * 6))
+        self.shape_out = nn.Sequential(nn.Linear(cin, 10))
+        self.cam_out = nn.Sequential(nn.Linear(cin, 3))
+
+    def forward(self, feats: torch.Tensor, joints: torch.Tensor):
+        n = feats.shape[0]
+        pooled = feats.mean((2, 3))
+        shape = self.shape_out(pooled)
+        cam = self.cam_out(pooled)
+        transl = torch.cat([cam[:, :2], self.depth_scale * torch.sigmoid(cam[:, 2:])], 1)
+        jf = torch.cat([sample_at(self.conv(feats), joints[..., :2]), joints], -1).reshape(n, -1)
+        root = rot6d_rows_to_axis_angle(self.root_pose_out(jf))
+        pose = rot6d_rows_to_axis_angle(self.pose_out(jf).reshape(n, 15, 6)).reshape(n, 45)
+        return root, pose, shape, transl
+
+
+class TransNet(nn.Module):
+    """Both hands' joints in input pixels (x, y) and heatmap depth cells -> (B, 3) left - right wrist."""
+
+    def __init__(self, backbone: ResNet, cube: int, channels: int, depth: int, sigma: float):
+        super().__init__()
+        self.cube, self.depth, self.sigma = cube, depth, sigma
+        self.backbone = backbone
+        # the ResNet's stem is never run here; kept (frozen) so the parameters match InterWild's
+        for p in (*backbone.conv1.parameters(), *backbone.bn1.parameters()):
+            p.requires_grad_(False)
+        self.conv = _conv(2 * NUM_JOINTS * cube, channels, 3, bn_relu=True)
+        self.fc = nn.Sequential(nn.Linear(2 * (backbone.channels + 2), 3))
+
+    def heatmaps(self, right: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 21, 3) per hand -> (B, 2 x 21 x T, T, T) Gaussian cubes and the (B, 2, 21, 3) cube cells."""
+        t = self.cube
+        joints = torch.stack([right, left], 1)  # (B, 2, 21, 3)
+        lo, hi = joints[..., :2].amin(2), joints[..., :2].amax(2)  # (B, 2, 2)
+        centre, half = (lo + hi) / 2, (hi - lo) / 2 * 1.2
+        lo, hi = (centre - half).amin(1), (centre + half).amax(1)  # union (B, 2)
+        centre = (lo + hi) / 2
+        side = (hi - lo).amax(-1, keepdim=True)  # square, same centre
+        xy = (joints[..., :2] - centre[:, None, None]) * t / (side[:, None, None] + 1e-8) + t / 2
+        z = joints[..., 2:] / self.depth * t
+        cells = torch.cat([xy, z], -1)
+        grid = torch.arange(t, device=cells.device, dtype=cells.dtype)
+        g = torch.exp(-0.5 * ((grid - cells[..., None]) / self.sigma) ** 2)  # (B, 2, 21, 3, T)
+        cube = 255 * g[..., 2, :, None, None] * g[..., 1, None, :, None] * g[..., 0, None, None, :]
+        return cube.reshape(joints.shape[0], 2 * NUM_JOINTS * t, t, t), cells
+
+    def forward(self, right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+        cube, cells = self.heatmaps(right, left)
+        feats = self.backbone(self.conv(cube), late=True)
+        wrists = cells[:, :, 0, :2] * feats.shape[-1] / self.cube  # (B, 2, 2) feature cells
+        wf = torch.cat([sample_at(feats, wrists), wrists], -1)
+        return self.fc(wf.flatten(1))
+
+
 class InterWildNet(HandRegressor):
+    """InterWild's `Model`: parameters under InterWild's names (body_backbone, body_box_net,
+    hand_roi_net.backbone, hand_position_net, hand_rotation_net, hand_trans_net)."""
+
     def __init__(self, hand_model, cfg: InterWildConfig):
         super().__init__(hand_model, cfg.input_size, cfg.loss, cfg.loss_weights)
         self.cfg = cfg
         c = cfg
-        # 1. boxes
-        self.body_backbone = Backbone(c.body_backbone, c.pretrained)
-        ups, ch = [], self.body_backbone.channels
-        for _ in range(c.box_deconvs):
-            ups.append(deconv_bn_relu(ch, c.box_channels))
-            ch = c.box_channels
-        self.box_features = nn.Sequential(*ups)
-        self.box_center = nn.Conv2d(ch, 2, 1)
-        self.box_size = nn.ModuleList([mlp([ch, c.box_channels, 2]) for _ in range(2)])
-        # 3. hand network
-        self.backbone = Backbone(c.backbone, c.pretrained)
+        self.body_backbone = ResNet(c.body_backbone, c.pretrained)
+        self.body_box_net = BoxNet(self.body_backbone.channels, c.box_channels, c.box_deconvs)
+        self.hand_roi_net = HandRoI(ResNet(c.backbone, c.pretrained))
         hc = self.backbone.channels
         if c.hand_size % self.backbone.stride:
             stride = self.backbone.stride
             raise UserError(f"hand_size must be a multiple of the stride of backbone '{c.backbone}' ({stride}), got {c.hand_size}")
         self.heatmap_cells = c.hand_size // self.backbone.stride  # side of the joint heatmaps
-        self.position = nn.Conv2d(hc, NUM_JOINTS * c.heatmap_depth, 1)
-        self.rot_conv = conv_bn_relu(hc, c.rot_channels, 1)
-        joint_feat = NUM_JOINTS * (c.rot_channels + 3)
-        self.root_pose = nn.Linear(joint_feat, 6)
-        self.hand_pose = nn.Linear(joint_feat, 15 * 6)
-        self.shape = nn.Linear(hc, 10)
-        self.camera = nn.Linear(hc, 3)
-        # 5. relative translation
-        self.trans_in = conv_bn_relu(2 * NUM_JOINTS * c.trans_heatmap, c.trans_channels)
-        self.trans_backbone = Backbone(c.trans_backbone, c.trans_pretrained, in_chans=c.trans_channels)
-        self.trans_out = nn.Linear(2 * (self.trans_backbone.channels + 2), 3)
+        self.hand_position_net = PositionNet(hc, c.heatmap_depth)
+        self.hand_rotation_net = RotationNet(hc, c.rot_channels, c.virtual_focal * c.camera_3d_size / c.hand_size)
+        trans_backbone = ResNet(c.trans_backbone, c.trans_pretrained, stem=c.trans_channels)
+        self.hand_trans_net = TransNet(trans_backbone, c.trans_heatmap, c.trans_channels, c.heatmap_depth, c.sigma)
         self._init_outputs()
 
+    @property
+    def backbone(self) -> ResNet:
+        return self.hand_roi_net.backbone
+
     def _init_outputs(self) -> None:
-        """Small output layers starting at the rest pose, zero shape and zero relative offset."""
-        for layer in (self.root_pose, self.hand_pose, self.shape, self.camera, self.trans_out):
-            nn.init.normal_(layer.weight, std=1e-3)
-            nn.init.zeros_(layer.bias)
+        """Training from scratch starts at the rest pose, zero shape and zero relative offset:
+        small output layers, identity 6D biases (InterWild: N(0, 0.01) weights, zero biases)."""
+        r = self.hand_rotation_net
+        for seq in (r.root_pose_out, r.pose_out, r.shape_out, r.cam_out, self.hand_trans_net.fc):
+            nn.init.normal_(seq[0].weight, std=1e-3)
+            nn.init.zeros_(seq[0].bias)
         with torch.no_grad():
-            self.root_pose.bias.copy_(identity_rot6d(1))
-            self.hand_pose.bias.copy_(identity_rot6d(15))
+            r.root_pose_out[0].bias.copy_(identity_rot6d(1))
+            r.pose_out[0].bias.copy_(identity_rot6d(15))
 
     @staticmethod
     def default_loss_weights() -> dict[str, float]:
@@ -152,115 +292,98 @@ class InterWildNet(HandRegressor):
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------ stages
-    def predict_boxes(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised image -> (B, 2, 2) box centres and sizes as fractions of (W, H), and the
-        (B, 2, 4) boxes in input pixels."""
+    def predict_boxes(self, image: torch.Tensor):
+        """[0, 1] image -> box centres and sizes (B, 2, 2) as fractions of the box heatmap (W, H),
+        confidences (B, 2), the (B, 2, 4) boxes in input pixels and the (B, 2, 4) crop boxes
+        (square in body-input pixels, x `roi_scale`)."""
+        c = self.cfg
         h, w = image.shape[-2:]
-        feats = self.box_features(self.body_backbone(F.interpolate(image, self.cfg.body_size, mode="bilinear", align_corners=False)))
-        fh, fw = feats.shape[-2:]
-        cells = soft_argmax_2d(self.box_center(feats))  # (B, 2, 2)
-        sizes = torch.stack([self.box_size[i](sample_at(feats, cells[:, i : i + 1].detach())[:, 0]) for i in range(2)], 1)
-        centre = (cells + 0.5) / torch.tensor([fw, fh], device=cells.device, dtype=cells.dtype)
-        scale = torch.tensor([w, h], device=cells.device, dtype=cells.dtype)
-        centre_px = centre * scale - 0.5
-        half = sizes.abs() * scale / 2
-        return centre, sizes, torch.cat([centre_px - half, centre_px + half], -1)
-
-    def hand_network(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(2B, 3, S, S) right-hand crops -> joint heatmap coordinates, MANO parameters, virtual translation."""
-        c = self.cfg
-        feats = self.backbone(crops)
-        n, _, fh, fw = feats.shape
-        if (fh, fw) != (self.heatmap_cells, self.heatmap_cells):
-            raise ValueError(f"hand features are {fh}x{fw}, expected {self.heatmap_cells}: hand_size must be a multiple of the backbone stride")
-        coords = soft_argmax_3d(self.position(feats).reshape(n, NUM_JOINTS, c.heatmap_depth, fh, fw))  # cells
-        pooled = feats.mean((2, 3))
-        joint_feats = torch.cat([sample_at(self.rot_conv(feats), coords[..., :2].detach()), coords.detach()], -1).flatten(1)
-        cam = self.camera(pooled)
-        k = c.virtual_focal * c.camera_3d_size / c.hand_size
-        transl = torch.cat([cam[:, :2], k * torch.sigmoid(cam[:, 2:])], 1)
-        return {
-            "cells": fw,
-            "coords": coords,
-            "orient": rot6d_to_axis_angle(self.root_pose(joint_feats)),
-            "pose": rot6d_to_axis_angle(self.hand_pose(joint_feats).reshape(n, 15, 6)).reshape(n, 45),
-            "shape": self.shape(pooled),
-            "transl": transl,
-        }
-
-    def relative_translation(self, joints_img: torch.Tensor, depth_cells: torch.Tensor) -> torch.Tensor:
-        """(B, 2, 21, 2) joints in input pixels and (B, 2, 21) heatmap depths -> (B, 3) left - right wrist."""
-        c = self.cfg
-        b = joints_img.shape[0]
-        t = c.trans_heatmap
-        lo, hi = joints_img.flatten(1, 2).amin(1), joints_img.flatten(1, 2).amax(1)
-        box = square_boxes(torch.cat([lo, hi], -1), 1.2, min_size=1.0)
-        pts = image_to_crop(joints_img.flatten(1, 2), box, t).reshape(b, 2, NUM_JOINTS, 2)
-        z = depth_cells * t / c.heatmap_depth
-        grid = torch.arange(t, device=pts.device, dtype=pts.dtype)
-        gx = torch.exp(-0.5 * ((grid - pts[..., 0, None]) / c.sigma) ** 2)  # (B, 2, 21, T)
-        gy = torch.exp(-0.5 * ((grid - pts[..., 1, None]) / c.sigma) ** 2)
-        gz = torch.exp(-0.5 * ((grid - z[..., None]) / c.sigma) ** 2)
-        cube = gz[..., :, None, None] * gy[..., None, :, None] * gx[..., None, None, :]  # (B, 2, 21, T, T, T)
-        feats = self.trans_in(cube.reshape(b, 2 * NUM_JOINTS * t, t, t))
-        feats = self.trans_backbone(F.interpolate(feats, scale_factor=4, mode="bilinear", align_corners=False))
-        fh = feats.shape[-1]
-        wrists = pts[:, :, 0]  # (B, 2, 2) in cube cells
-        wrist_cells = (wrists + 0.5) * fh / t - 0.5
-        wf = torch.cat([sample_at(feats, wrist_cells), wrists / t], -1)
-        return self.trans_out(wf.flatten(1))
+        body = F.interpolate(image, c.body_size, mode="bilinear", align_corners=False)
+        centre, size, conf, (fh, fw) = self.body_box_net(self.body_backbone(body))
+        hm = centre.new_tensor([fw, fh])
+        to_body = centre.new_tensor([c.body_size[1], c.body_size[0]]) / hm
+        to_image = centre.new_tensor([w / c.body_size[1], h / c.body_size[0]])
+        centre_px, size_px = centre * to_body * to_image, size * to_body * to_image
+        boxes = torch.cat([centre_px - size_px / 2, centre_px + size_px / 2], -1)
+        side = (size * to_body).amax(-1, keepdim=True) * c.roi_scale  # square in body pixels, as InterWild
+        half = side * to_image / 2
+        roi = torch.cat([centre_px - half, centre_px + half], -1)
+        return centre / hm, size / hm, conf, boxes, roi
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         c = self.cfg
         self.check_input(batch)
-        image = normalize_image(batch["image"], self.backbone.mean, self.backbone.std)
-        b = image.shape[0]
+        image = batch["image"]
+        image = image.permute(0, 3, 1, 2).float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        b, s = image.shape[0], c.hand_size
         focal, princpt = batch["focal"].float(), batch["princpt"].float()
-        centre, sizes, boxes = self.predict_boxes(image)
-        roi = boxes.detach()
+        centre, sizes, conf, boxes, roi = self.predict_boxes(image)
+        roi = roi.detach()
         if self.training and c.roi_boxes == "gt" or "roi_boxes" in batch:
             gt = batch.get("roi_boxes", batch["boxes"]).float()
             has = (gt[..., 2] > gt[..., 0]) & (gt[..., 3] > gt[..., 1])
-            roi = torch.where(has[..., None], gt, roi)
-        roi = square_boxes(roi, c.roi_scale)  # (B, 2, 4)
+            roi = torch.where(has[..., None], square_boxes(gt, c.roi_scale), roi)
         flat_roi = roi.transpose(0, 1).reshape(2 * b, 4)  # right crops, then left crops
-        crop_index = torch.arange(2 * b, device=image.device)
-        flip = crop_index >= b
-        hands = self.hand_network(crop_images(image, flat_roi, c.hand_size, crop_index % b, flip))
+        index = torch.arange(2 * b, device=image.device)
+        flip = index >= b
+        with torch.no_grad():
+            crops = affine_crops(image, flat_roi, s, index % b, flip)
+        feats = self.backbone(crops)
+        n, _, fh, fw = feats.shape
+        if (fh, fw) != (self.heatmap_cells, self.heatmap_cells):
+            raise ValueError(f"hand features are {fh}x{fw}, expected {self.heatmap_cells}: hand_size must be a multiple of the backbone stride")
+        coords = self.hand_position_net(feats)  # (2B, 21, 3) cells
+        orient, pose, shape, transl = self.hand_rotation_net(feats, coords.detach())
 
         # mirror the left hand back
-        cells = hands["cells"]
+        cell = s / fw  # crop pixels per heatmap cell
         mirror = torch.tensor(_MIRROR_AA, device=image.device)
-        coords = torch.where(flip[:, None, None], mirror_x(hands["coords"], cells), hands["coords"])
-        orient = torch.where(flip[:, None], hands["orient"] * mirror, hands["orient"])
-        pose = torch.where(flip[:, None], (hands["pose"].reshape(-1, 15, 3) * mirror).reshape(-1, 45), hands["pose"])
-        transl = torch.where(flip[:, None], hands["transl"] * mirror.new_tensor([-1.0, 1.0, 1.0]), hands["transl"])
+        coords = torch.where(flip[:, None, None], torch.cat([(s - 1 - coords[..., :1] * cell) / cell, coords[..., 1:]], -1), coords)
+        orient = torch.where(flip[:, None], orient * mirror, orient)
+        pose = torch.where(flip[:, None], (pose.reshape(-1, 15, 3) * mirror).reshape(-1, 45), pose)
+        transl = torch.where(flip[:, None], transl * mirror.new_tensor([-1.0, 1.0, 1.0]), transl)
 
-        verts_rel, roots, proj, joints_img = [], [], [], []
         coords = coords.reshape(2, b, NUM_JOINTS, 3).transpose(0, 1)  # (B, 2, 21, 3) heatmap cells
-        virtual_focal = torch.full_like(focal, c.virtual_focal)
-        virtual_princpt = torch.full_like(focal, (c.hand_size - 1) / 2.0)
+        verts_rel, roots, proj, joints_img = [], [], [], []
         for i, side in enumerate(("right", "left")):
             sl = slice(i * b, (i + 1) * b)
-            out = self.mano(side, hands["shape"][sl], orient[sl], pose[sl], transl[sl])
-            wrist = out.joints[:, 0]
-            verts_rel.append(out.vertices - wrist[:, None])
-            roots.append(crop_root_to_camera(wrist, roi[:, i], c.hand_size, c.virtual_focal, focal, princpt))
-            proj.append(project(out.joints, virtual_focal, virtual_princpt, behind="clamp"))
-            joints_img.append(crop_to_image(heatmap_to_crop(coords[:, i, :, :2].detach(), cells, c.hand_size), roi[:, i], c.hand_size))
-        rel_trans = self.relative_translation(torch.stack(joints_img, 1), coords[..., 2].detach())
+            out = self.mano(side, shape[sl], orient[sl], pose[sl])
+            wrist = out.joints[:, :1]
+            verts_rel.append(out.vertices - wrist)
+            joint_cam = out.joints - wrist + transl[sl, None]  # virtual crop camera
+            uv = joint_cam[..., :2] / (joint_cam[..., 2:] + 1e-4) * c.virtual_focal + s / 2
+            proj.append(uv / cell)
+            roots.append(self._virtual_to_camera(transl[sl], roi[:, i], focal, princpt))
+            joints_img.append(crop_to_image(coords[:, i, :, :2].detach() * cell, roi[:, i], s))
+        joints_img = torch.stack(joints_img, 1)  # (B, 2, 21, 2) input pixels
+        depth = coords[..., 2:].detach()
+        rel_trans = self.hand_trans_net(torch.cat([joints_img[:, 0], depth[:, 0]], -1), torch.cat([joints_img[:, 1], depth[:, 1]], -1))
 
         result = self.assemble(
             (verts_rel[0], verts_rel[1]),
             (roots[0], roots[1]),
             rel_trans,
             torch.stack([torch.cat([orient[:b], pose[:b]], 1), torch.cat([orient[b:], pose[b:]], 1)], 1),
-            torch.stack([hands["shape"][:b], hands["shape"][b:]], 1),
+            torch.stack([shape[:b], shape[b:]], 1),
             batch,
         )
-        result.update(boxes=boxes, box_centre=centre, box_size=sizes.abs(), roi=roi, joint_img=coords, joint_proj=torch.stack(proj, 1))
+        result.update(
+            boxes=boxes, box_centre=centre, box_size=sizes, box_conf=conf, roi=roi, joint_img=coords, joints_img=joints_img,
+            joint_proj=torch.stack(proj, 1), virtual_transl=torch.stack([transl[:b], transl[b:]], 1),
+        )  # fmt: skip
         return result
+
+    def _virtual_to_camera(self, root: torch.Tensor, boxes: torch.Tensor, focal: torch.Tensor, princpt: torch.Tensor) -> torch.Tensor:
+        """A wrist (B, 3) in its crop's virtual camera -> the real camera: back-projected through
+        its image pixel at the depth scaled by the real crop focal (focal S / side) over the virtual one."""
+        c = self.cfg
+        s = c.hand_size
+        uv = root[:, None, :2] / root[:, None, 2:] * c.virtual_focal + s / 2
+        pix = crop_to_image(uv, boxes, s)[:, 0]
+        side = boxes[:, 2] - boxes[:, 0]
+        depth = root[:, 2] * focal.mean(-1) * s / side / c.virtual_focal
+        return unproject(pix[:, None], depth[:, None], focal, princpt)[:, 0]
 
     # ------------------------------------------------------------------------------ losses
     def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
@@ -275,7 +398,7 @@ class InterWildNet(HandRegressor):
         has_box = (gt_boxes[..., 2] > gt_boxes[..., 0]) & (gt_boxes[..., 3] > gt_boxes[..., 1])
         h, w = self.input_size
         scale = gt_boxes.new_tensor([w, h])
-        gt_centre = ((gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2 + 0.5) / scale
+        gt_centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2 / scale
         gt_size = (gt_boxes[..., 2:] - gt_boxes[..., :2]) / scale
         cells = gt_boxes.new_tensor([c.body_size[1], c.body_size[0]]) / 2.0 ** (5 - c.box_deconvs)
         terms["box_centre"] = masked_mean(err(out["box_centre"] * cells, gt_centre * cells), has_box)
@@ -289,10 +412,11 @@ class InterWildNet(HandRegressor):
         hm = self.heatmap_cells
         gt_rel = targets["joints_rel"].reshape(b, 2, NUM_JOINTS, 3)
         gt_depth = (gt_rel[..., 2] / c.depth_range + 0.5) * c.heatmap_depth
-        gt_img = torch.cat([(crop_gt + 0.5) * hm / c.hand_size - 0.5, gt_depth[..., None]], -1)
-        inside = ((crop_gt >= -0.5) & (crop_gt <= c.hand_size - 0.5)).all(-1)
+        gt_cells = crop_gt * hm / c.hand_size
+        gt_img = torch.cat([gt_cells, gt_depth[..., None]], -1)
+        inside = ((gt_cells >= 0) & (gt_cells < hm)).all(-1)
         has_depth = targets["joints_rel_mask"].reshape(b, 2, NUM_JOINTS)
         img_mask = torch.stack([valid & inside, valid & inside, has_depth & inside], -1)
         terms["joint_img"] = masked_mean(err(out["joint_img"], gt_img), img_mask)
-        terms["joint_proj"] = masked_mean(err(out["joint_proj"] * hm / c.hand_size, crop_gt * hm / c.hand_size), valid)
+        terms["joint_proj"] = masked_mean(err(out["joint_proj"], gt_cells), valid)
         return self.weigh(terms)
