@@ -203,7 +203,7 @@ def test_a_hand_below_the_confidence_threshold_is_not_detected(run_dir, test_sam
     image = Path(samples[0]["image_path"])
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / f"{image.stem}_left.obj").write_text("stale")
-    assert _run("--checkpoint", run_dir, "--image", image, "--out", tmp_path / "o") == 0
+    assert _run("--checkpoint", run_dir, "--image", image, "--out", tmp_path / "o", "--min-conf", "0.5") == 0
     hands = json.loads((tmp_path / "o" / f"{image.stem}.json").read_text())["hands"]
     assert hands["right"]["detected"] and hands["right"]["confidence"] == pytest.approx(0.9)
     assert not hands["left"]["detected"] and hands["left"]["mesh"] is None

@@ -17,8 +17,8 @@ The image is framed exactly as ``tools/eval.py --checkpoint`` frames a whole ima
 change to the model's input size, ``handrecon.data.augment.crop_to_input``), so the meshes lie in
 the image's own camera. A model that finds the hand boxes itself (interwild, interwild_tiny) reads
 the whole image; a model that needs hand boxes (dir, dir_tiny) needs --boxes. Every hand counts as
-detected unless the model outputs a per-hand confidence (``box_conf``, (B, 2) in [0, 1]); then a
-hand below --min-conf is reported undetected and gets no mesh file.
+detected unless --min-conf is set and the model outputs a per-hand confidence (``box_conf``, (B, 2)
+in [0, 1]; interwild's); then a hand below it is reported undetected and gets no mesh file.
 """
 from __future__ import annotations
 
@@ -305,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         help="for models that need hand boxes (dir, dir_tiny): the right hand's box, then the left's, in image pixels; "
         "'none' for an absent hand (one image at a time)",
     )
-    parser.add_argument("--min-conf", type=float, default=0.5, help="hands whose predicted confidence is lower count as not detected (models with one)")
+    parser.add_argument("--min-conf", type=float, default=0.0,
+                        help="hands whose predicted confidence is lower count as not detected (models with one; interwild's is the "
+                             "softmax mass of its box-centre heatmap at the centre, so a useful threshold depends on the model); "
+                             "default 0: every hand is reported")  # fmt: skip
     parser.add_argument("--mano-dir", type=Path, default=None, help="MANO folder (default: the run's mano_dir)")
     args = parser.parse_args(argv)
 
