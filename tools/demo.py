@@ -232,10 +232,12 @@ def run_image(path: Path, model, args: argparse.Namespace, out_dir: Path) -> dic
     verts = pred["verts"]
     joints = pred["joints3d"]
     if own_boxes:
-        boxes = input_to_image(pred["boxes"].reshape(2, 2, 2), sample, crop).reshape(2, 4)
+        corners = input_to_image(pred["boxes"].reshape(2, 2, 2), sample, crop)
+        boxes = np.concatenate([corners.min(1), corners.max(1)], 1)  # interwild's box sizes are signed: x0 <= x1, y0 <= y1
+        detected = np.ones(2, bool)
     else:
         boxes = boxes_in.astype(np.float64)
-    detected = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        detected = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # 'none' (a zero box): an absent hand
     conf = pred.get("box_conf")
     if conf is not None:
         detected &= conf.reshape(2) >= args.min_conf
