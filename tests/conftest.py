@@ -15,6 +15,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_on():
+    """A tool that turns autograd off for the process (torch.set_grad_enabled(False)) instead of
+    in a context breaks every later training step in that process: fail the test that did it."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("autograd was left disabled for the process; use torch.no_grad() as a context")
+
+
 @pytest.fixture(scope="session")
 def mano_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mano")

@@ -337,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             f"the model of {folder} ({type(model).__name__}) reads hand crops and does not find hands itself: pass --boxes "
             "X0,Y0,X1,Y1 (right hand, then left; 'none' for an absent one), or use an interwild checkpoint"
         )
-    torch.set_grad_enabled(False)
     print(f"model: {folder}")
     for p in paths:
-        record = run_image(p, model, args, out_dir)
+        with torch.no_grad():
+            record = run_image(p, model, args, out_dir)
         found = [s for s in SIDES if record["hands"][s]["detected"]]
         print(f"{p}: {', '.join(found) or 'no hand'} -> {out_dir}/{p.stem}_overlay.png, {p.stem}.json")
     return 0

@@ -156,13 +156,20 @@ def part_counts(net) -> dict[str, int]:
 
 
 def verify(source: Path, seeds: list[int], batch: int = 2) -> dict[int, dict[str, float]]:
+    """The largest |ours - original| per output and seed (printed as it goes); no autograd."""
+    import torch
+
+    with torch.no_grad():
+        return _compare(source, seeds, batch)
+
+
+def _compare(source: Path, seeds: list[int], batch: int) -> dict[int, dict[str, float]]:
     import torch
 
     from handrecon.hand_model.mano import HandModel
     from handrecon.hand_model.standin import write_standin_mano
     from handrecon.models import create_model
 
-    torch.set_grad_enabled(False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
