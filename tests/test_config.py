@@ -794,6 +794,8 @@ def test_schema_defaults_load(spec):
     "spec, path",
     [
         (EXPERIMENT, "configs/train_tiny.yaml"),
+        (EXPERIMENT, "configs/interwild.yaml"),
+        (EXPERIMENT, "configs/interwild_finetune.yaml"),
         (GENERATOR, "configs/synth_tiny.yaml"),
         (GENERATOR, "configs/synth_sd15.yaml"),
         ("synth.ablation:Ablation", "configs/ablation_tiny.yaml"),
