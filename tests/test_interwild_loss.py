@@ -148,3 +148,13 @@ def test_interwild_default_weights_are_the_originals(hand_model):
     assert (w["joints"], w["verts"], w["mesh_joints"], w["mano_joint_img"], w["mano_pose"]) == (10.0, 10.0, 0.0, 1.0, 1.0)
     tiny = create_model("interwild_tiny", hand_model)
     assert tiny.cfg.loss_rules == "masked_mean" and tiny.loss_weights["verts"] == 0.0 and tiny.loss_weights["mesh_joints"] == 10.0
+
+
+def test_missing_pretrained_file_names_the_expected_weights(hand_model, tmp_path):
+    from handrecon.errors import UserError
+
+    missing = tmp_path / "resnet50-0676ba61.pth"
+    with pytest.raises(UserError, match=r"backbone 'resnet50' not found at .*resnet50-0676ba61\.pth: save torchvision's resnet50-0676ba61\.pth or timm's 'resnet50'"):
+        create_model("interwild", hand_model, pretrained=str(missing))
+    with pytest.raises(UserError, match=r"save torchvision's resnet18-f37072fd\.pth"):
+        create_model("interwild", hand_model, backbone="resnet_tiny", body_backbone="resnet_tiny", trans_pretrained=str(tmp_path / "x.pth"))
