@@ -94,6 +94,10 @@ _TINY_INTERWILD = dict(
     backbone="resnet_tiny", body_backbone="resnet_tiny", trans_backbone="resnet_tiny", input_size=(128, 96), body_size=(64, 48),
     box_deconvs=2, box_channels=32, hand_size=64, heatmap_depth=4, rot_channels=32, trans_heatmap=8, trans_channels=16,
     sigma=1.0,
+    # each term averaged over its valid entries: InterWild's all-entries mean scales the gradients
+    # down by the invalid fraction and the tiny model then fails to halve its error in 60 steps
+    # (tests/test_models.py::test_tiny_model_overfits_16_samples)
+    loss_rules="masked_mean",
 )  # fmt: skip
 _TINY_DIR = dict(backbone="test_resnet", input_size=(64, 64), hidden=32, heads=2)
 

@@ -52,6 +52,13 @@ RESNETS = {
 }
 
 
+#: torchvision's ImageNet weight files (IMAGENET1K_V1) of each ResNet, named in the missing-file error
+TORCHVISION_FILES = {
+    "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth",
+}  # fmt: skip
+
+
 class ResNet(nn.Module):
     """A ResNet without its classifier: 7x7 stem (conv1, bn1), max-pool, four stages (stride 32).
 
@@ -90,9 +97,11 @@ class ResNet(nn.Module):
         """Weights of a torchvision/timm ResNet of the same layout (.pth/.bin/.safetensors state
         dict; its classifier `fc.*` is dropped)."""
         if not path.is_file():
+            tv = TORCHVISION_FILES.get(self.name)
+            which = f"torchvision's {tv} or timm's '{self.name}' weights" if tv else f"a torchvision/timm '{self.name}' state dict"
             raise UserError(
-                f"pretrained weights for backbone '{self.name}' not found at {path}: save a torchvision/timm "
-                f"'{self.name}' state dict there, or set the model's 'pretrained' to '' to start from scratch"
+                f"pretrained weights for backbone '{self.name}' not found at {path}: save {which} there "
+                f"(.pth/.bin/.safetensors), or set the model's 'pretrained' to '' to start from scratch"
             )
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

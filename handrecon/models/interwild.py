@@ -44,18 +44,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..camera import unproject
+from ..camera import project, unproject
 from ..config import FieldError, check_fields
 from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS
-from ..hand_model.rotation import matrix_to_axis_angle, rot6d_to_matrix
-from ..losses import ELEMENTWISE, masked_mean
+from ..hand_model.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
+from ..losses import ELEMENTWISE, masked_mean, root_relative_joints, root_relative_verts
 from .backbone import ResNet
 from .base import HandRegressor
 from .layers import identity_rot6d, sample_at, soft_argmax_2d, soft_argmax_3d, square_boxes
 
 # mirror of an axis-angle through the x = 0 plane: (a, b, c) -> (a, -b, -c)
 _MIRROR_AA = (1.0, -1.0, -1.0)
+
+
+LOSS_RULES = ("interwild", "masked_mean")
+
+# weights of the 'masked_mean' rules (the terms InterWild lacks there are off)
+_MASKED_MEAN_WEIGHTS = {"verts": 0.0, "mesh_joints": 10.0, "mano_joint_img": 0.0}
+
+
+def all_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """InterWild's normalisation: `err` with the entries where `mask` (broadcast) is False zeroed,
+    averaged over all entries (invalid ones count in the denominator)."""
+    mask = mask.to(err.dtype)
+    while mask.dim() < err.dim():
+        mask = mask.unsqueeze(-1)
+    return (err * mask).mean()
+
+
+def crop_cells(points: torch.Tensor, roi: torch.Tensor, size: int, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 2, 21, 2) image pixels -> the hand heatmap cells of each hand's crop `roi` (B, 2, 4)
+    and whether each joint falls inside the heatmap (InterWild's truncation, x, y in [0, cells))."""
+    crop = torch.stack([image_to_crop(points[:, i], roi[:, i], size) for i in range(2)], 1) * cells / size
+    return crop, ((crop >= 0) & (crop < cells)).all(-1)
 
 
 @dataclass
@@ -81,6 +103,11 @@ class InterWildConfig:
     camera_3d_size: float = 0.6  # metres spanned by the crop at the depth where gamma = 1
     depth_range: float = 0.3  # metres of root-relative depth covered by the heatmap depth axis
     loss: str = "l1"  # elementwise error: l1 or smooth_l1
+    # 'interwild': InterWild's terms (main/model.py): rotation-matrix pose L1, mesh L1 x10, the
+    # position net vs the ground-truth MANO joints, every term a mean over all entries with the
+    # invalid / out-of-crop ones zeroed. 'masked_mean': the earlier rules, each term averaged over
+    # its valid entries only, pose L1 on axis-angle, mesh-joint L1 x10 instead of the mesh term.
+    loss_rules: str = "interwild"
     loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
 
     def __post_init__(self) -> None:
@@ -88,6 +115,8 @@ class InterWildConfig:
             raise FieldError("roi_boxes", "'pred' or 'gt'", self.roi_boxes)
         if self.loss not in ELEMENTWISE:
             raise FieldError("loss", f"one of {sorted(ELEMENTWISE)}", self.loss)
+        if self.loss_rules not in LOSS_RULES:
+            raise FieldError("loss_rules", f"one of {list(LOSS_RULES)}", self.loss_rules)
         ints = ("input_size", "body_size", "box_channels", "hand_size", "heatmap_depth", "rot_channels", "trans_heatmap", "trans_channels")
         check_fields(self, ">= 1", *ints)
         check_fields(self, "> 0", "roi_scale", "sigma", "virtual_focal", "camera_3d_size", "depth_range")
@@ -252,7 +281,8 @@ class InterWildNet(HandRegressor):
     hand_roi_net.backbone, hand_position_net, hand_rotation_net, hand_trans_net)."""
 
     def __init__(self, hand_model, cfg: InterWildConfig):
-        super().__init__(hand_model, cfg.input_size, cfg.loss, cfg.loss_weights)
+        rules = _MASKED_MEAN_WEIGHTS if cfg.loss_rules == "masked_mean" else {}
+        super().__init__(hand_model, cfg.input_size, cfg.loss, {**rules, **cfg.loss_weights})
         self.cfg = cfg
         c = cfg
         self.body_backbone = ResNet(c.body_backbone, c.pretrained)
@@ -287,8 +317,8 @@ class InterWildNet(HandRegressor):
     @staticmethod
     def default_loss_weights() -> dict[str, float]:
         return {
-            "box_centre": 1.0, "box_size": 1.0, "joint_img": 1.0, "joint_proj": 1.0, "joints": 10.0, "mesh_joints": 10.0,
-            "verts": 0.0, "mano_pose": 1.0, "mano_shape": 1.0, "rel_trans": 1.0,
+            "box_centre": 1.0, "box_size": 1.0, "joint_img": 1.0, "mano_joint_img": 1.0, "joint_proj": 1.0, "joints": 10.0,
+            "mesh_joints": 0.0, "verts": 10.0, "mano_pose": 1.0, "mano_shape": 1.0, "rel_trans": 1.0,
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------ stages
@@ -387,6 +417,62 @@ class InterWildNet(HandRegressor):
 
     # ------------------------------------------------------------------------------ losses
     def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.loss_rules == "interwild":
+            return self.interwild_losses(out, batch)
+        return self.masked_mean_losses(out, batch)
+
+    def interwild_losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """InterWild's terms (main/model.py, common/nets/loss.py), each the mean over all entries
+        of the elementwise error with invalid entries zeroed; weights from `loss_weights`."""
+        c = self.cfg
+        err = self.elementwise
+        t = self.targets(batch)
+        b = out["verts"].shape[0]
+        joints_rel = root_relative_joints(out["joints3d"])
+        verts_rel = root_relative_verts(out["verts"], out["joints3d"])
+        pose = axis_angle_to_matrix(out["mano_pose"].reshape(b, 2, 16, 3))
+        gt_pose = axis_angle_to_matrix(t["mano_pose"].reshape(b, 2, 16, 3))
+        terms = {
+            "joints": all_mean(err(joints_rel, t["joints_rel"]), t["joints_rel_mask"]),
+            "mesh_joints": all_mean(err(joints_rel, t["mesh_joints_rel"]), t["mesh_joints_mask"]),
+            "verts": all_mean(err(verts_rel, t["verts_rel"]), t["verts_mask"]),
+            "mano_pose": all_mean(err(pose, gt_pose), t["mano_mask"]),
+            "mano_shape": all_mean(err(out["mano_shape"], t["mano_shape"]), t["mano_mask"]),
+            "rel_trans": all_mean(err(out["rel_trans"], t["rel_trans"]), t["rel_trans_mask"]),
+        }
+        # boxes in box-heatmap cells; InterWild has a right and a left term, each a mean over (B, 2)
+        gt_boxes = batch["boxes"].float()
+        has_box = (gt_boxes[..., 2] > gt_boxes[..., 0]) & (gt_boxes[..., 3] > gt_boxes[..., 1])
+        h, w = self.input_size
+        scale = gt_boxes.new_tensor([w, h])
+        cells = gt_boxes.new_tensor([c.body_size[1], c.body_size[0]]) / 2.0 ** (5 - c.box_deconvs)
+        gt_centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2 / scale
+        gt_size = (gt_boxes[..., 2:] - gt_boxes[..., :2]) / scale
+        for name, pred, gt in (("box_centre", out["box_centre"], gt_centre), ("box_size", out["box_size"], gt_size)):
+            e = err(pred * cells, gt * cells) * has_box[..., None].to(pred.dtype)
+            terms[name] = e.mean((0, 2)).sum()
+        # heatmap-space terms: a joint counts where its label is valid and it lies inside its crop's
+        # heatmap (joint_trunc); depth only for 3D labels (is_3D)
+        hm = self.heatmap_cells
+        valid = batch["joints2d_valid"].bool().reshape(b, 2, NUM_JOINTS)
+        gt_cells, inside = crop_cells(batch["joints2d"].float().reshape(b, 2, NUM_JOINTS, 2), out["roi"], c.hand_size, hm)
+        trunc = valid & inside
+        gt_depth = (t["joints_rel"].reshape(b, 2, NUM_JOINTS, 3)[..., 2:] / c.depth_range + 0.5) * c.heatmap_depth
+        has_depth = t["joints_rel_mask"].reshape(b, 2, NUM_JOINTS)
+        img_mask = torch.stack([trunc, trunc, trunc & has_depth], -1)
+        terms["joint_img"] = all_mean(err(out["joint_img"], torch.cat([gt_cells, gt_depth], -1)), img_mask)
+        terms["joint_proj"] = all_mean(err(out["joint_proj"], gt_cells), trunc)
+        # the position net against the joints of the ground-truth MANO fit (mano_joint_img / mano_joint_trunc)
+        mesh_joints = self.hand_model.regress_joints(batch["verts"].float())
+        mano_2d = project(mesh_joints, batch["focal"].float(), batch["princpt"].float(), behind="clamp")
+        mano_cells, mano_inside = crop_cells(mano_2d.reshape(b, 2, NUM_JOINTS, 2), out["roi"], c.hand_size, hm)
+        mano_depth = (t["mesh_joints_rel"].reshape(b, 2, NUM_JOINTS, 3)[..., 2:] / c.depth_range + 0.5) * c.heatmap_depth
+        mano_trunc = t["mesh_joints_mask"].reshape(b, 2, NUM_JOINTS) & mano_inside
+        terms["mano_joint_img"] = all_mean(err(out["joint_img"], torch.cat([mano_cells, mano_depth], -1)), mano_trunc)
+        return self.weigh(terms)
+
+    def masked_mean_losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """The 'masked_mean' rules: each term averaged over its valid entries."""
         c = self.cfg
         err = self.elementwise
         targets = self.targets(batch)
