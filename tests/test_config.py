@@ -689,7 +689,7 @@ BAD_VALUES = [
     (EXPERIMENT, ["model.name=nope"], "model.name must be a registered model (dir, dir_tiny, interwild, interwild_tiny), got 'nope'"),
     (EXPERIMENT, ["model.options.hand_sise=64"],
      "unknown key 'model.options.hand_sise' (valid keys under 'model.options': backbone, body_backbone, body_size, box_channels, "
-     "box_deconvs, camera_3d_size, depth_range, hand_size, heatmap_depth, input_size, loss, loss_rules, loss_weights, pretrained, roi_boxes, "
+     "box_deconvs, camera_3d_size, depth_range, hand_size, heatmap_depth, init, input_size, loss, loss_rules, loss_weights, pretrained, roi_boxes, "
      "roi_scale, rot_channels, sigma, trans_backbone, trans_channels, trans_heatmap, trans_pretrained, virtual_focal; "
      "did you mean 'model.options.hand_size'?)"),
     (EXPERIMENT, ["model.name=dir_tiny", "model.options.hand_size=64"],  # an option of another architecture

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import default_collate
 
 from handrecon import metrics
@@ -263,3 +264,31 @@ def test_tiny_model_overfits_16_samples(name, steps, hand_model, procedural_root
     after = _mpvpe(model, batch, hand_model)
     print(f"{name}: MPVPE {before:.1f} -> {after:.1f} mm after {steps} steps")
     assert after < before / 2, (before, after)
+
+
+def test_interwild_init_is_interwilds_on_the_heads_and_leaves_the_resnets(hand_model):
+    """init 'interwild': InterWild's init_weights on every head layer (linear N(0, 0.01), conv
+    N(0, 0.001), zero biases); 'rest_pose' adds identity 6D output biases; ResNets untouched."""
+    from handrecon.models.backbone import ResNet
+
+    nets = {}
+    for init in ("interwild", "rest_pose"):
+        torch.manual_seed(0)
+        nets[init] = create_model("interwild_tiny", hand_model, init=init)
+    heads = [m for name, m in nets["interwild"].named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and ".backbone." not in f".{name}."
+             and not name.startswith("body_backbone")]  # fmt: skip
+    assert heads
+    for m in heads:
+        assert m.bias is None or not m.bias.any()
+        if m.weight.numel() >= 1000:
+            expected = 0.01 if isinstance(m, nn.Linear) else 0.001
+            assert 0.8 * expected < float(m.weight.std()) < 1.2 * expected
+    for name, module in nets["interwild"].named_modules():
+        if isinstance(module, ResNet):
+            other = dict(nets["rest_pose"].named_modules())[name]
+            for (k, a), b in zip(module.state_dict().items(), other.state_dict().values()):
+                assert torch.equal(a, b), (name, k)
+    rot = nets["rest_pose"].hand_rotation_net
+    assert not nets["interwild"].hand_rotation_net.pose_out[0].bias.any() and rot.pose_out[0].bias.abs().sum() > 0
+    with pytest.raises(ConfigError, match=r"interwild_tiny.init must be one of \['interwild', 'rest_pose'\], got 'zeros'"):
+        create_model("interwild_tiny", hand_model, init="zeros")

@@ -98,6 +98,8 @@ _TINY_INTERWILD = dict(
     # down by the invalid fraction and the tiny model then fails to halve its error in 60 steps
     # (tests/test_models.py::test_tiny_model_overfits_16_samples)
     loss_rules="masked_mean",
+    # from scratch in a few hundred steps (tests, the quickstart): start at the rest pose
+    init="rest_pose",
 )  # fmt: skip
 _TINY_DIR = dict(backbone="test_resnet", input_size=(64, 64), hidden=32, heads=2)
 

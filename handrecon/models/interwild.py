@@ -59,6 +59,7 @@ _MIRROR_AA = (1.0, -1.0, -1.0)
 
 
 LOSS_RULES = ("interwild", "masked_mean")
+INITS = ("interwild", "rest_pose")
 
 # weights of the 'masked_mean' rules (the terms InterWild lacks there are off)
 _MASKED_MEAN_WEIGHTS = {"verts": 0.0, "mesh_joints": 10.0, "mano_joint_img": 0.0}
@@ -109,6 +110,12 @@ class InterWildConfig:
     # its valid entries only, pose L1 on axis-angle, mesh-joint L1 x10 instead of the mesh term.
     loss_rules: str = "interwild"
     loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
+    # starting weights of the heads (the ResNets are their own: `pretrained` or random).
+    # 'interwild': InterWild's init_weights (main/model.py): conv and deconv weights N(0, 0.001),
+    # linear N(0, 0.01), zero biases, batch norms 1 / 0. 'rest_pose': torch's default layer init
+    # with the output layers N(0, 0.001) and identity 6D rotation biases, so training from scratch
+    # starts at the rest pose with zero shape and offset (steadier for small models trained briefly)
+    init: str = "interwild"
 
     def __post_init__(self) -> None:
         if self.roi_boxes not in ("pred", "gt"):
@@ -117,6 +124,8 @@ class InterWildConfig:
             raise FieldError("loss", f"one of {sorted(ELEMENTWISE)}", self.loss)
         if self.loss_rules not in LOSS_RULES:
             raise FieldError("loss_rules", f"one of {list(LOSS_RULES)}", self.loss_rules)
+        if self.init not in INITS:
+            raise FieldError("init", f"one of {list(INITS)}", self.init)
         ints = ("input_size", "body_size", "box_channels", "hand_size", "heatmap_depth", "rot_channels", "trans_heatmap", "trans_channels")
         check_fields(self, ">= 1", *ints)
         check_fields(self, "> 0", "roi_scale", "sigma", "virtual_focal", "camera_3d_size", "depth_range")
@@ -297,15 +306,32 @@ class InterWildNet(HandRegressor):
         self.hand_rotation_net = RotationNet(hc, c.rot_channels, c.virtual_focal * c.camera_3d_size / c.hand_size)
         trans_backbone = ResNet(c.trans_backbone, c.trans_pretrained, stem=c.trans_channels)
         self.hand_trans_net = TransNet(trans_backbone, c.trans_heatmap, c.trans_channels, c.heatmap_depth, c.sigma)
-        self._init_outputs()
+        if c.init == "interwild":
+            self._init_heads()
+        else:
+            self._init_outputs()
 
     @property
     def backbone(self) -> ResNet:
         return self.hand_roi_net.backbone
 
+    def _init_heads(self) -> None:
+        """InterWild's init_weights on every layer outside the ResNets."""
+        in_resnets = {id(m) for r in self.modules() if isinstance(r, ResNet) for m in r.modules()}
+        for m in self.modules():
+            if id(m) in in_resnets:
+                continue
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.normal_(m.weight, std=0.01 if isinstance(m, nn.Linear) else 0.001)
+                if m.bias is not None and not isinstance(m, nn.ConvTranspose2d):
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
     def _init_outputs(self) -> None:
-        """Training from scratch starts at the rest pose, zero shape and zero relative offset:
-        small output layers, identity 6D biases (InterWild: N(0, 0.01) weights, zero biases)."""
+        """`init: rest_pose`: training from scratch starts at the rest pose, zero shape and zero
+        relative offset: small output layers, identity 6D biases."""
         r = self.hand_rotation_net
         for seq in (r.root_pose_out, r.pose_out, r.shape_out, r.cam_out, self.hand_trans_net.fc):
             nn.init.normal_(seq[0].weight, std=1e-3)
