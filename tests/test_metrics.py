@@ -242,21 +242,30 @@ def _naive_interwild(pred, gt, regs, dataset, strict=False):
         if sel_mrrpe:
             mrrpe.append(np.linalg.norm(rel_p - rel_g) * 1000)
         if sel_rrve:
-            p_all = np.concatenate([P[0] - pj[0][0], P[1] - pj[1][0] + rel_p])
-            g_all = np.concatenate([G[0] - gj[0][0], G[1] - gj[1][0] + rel_g])
-            rrve.append(np.mean(np.linalg.norm(p_all - g_all, axis=1)) * 1000)
+            rrve.append(_naive_rrve(P, G, pj, gj, rel_p, rel_g))
         pred_joints = pred["joints3d"][i] if "joints3d" in pred else np.concatenate(pj)
         if dataset == "ih26m":
             target, target_valid = annot_j[i], annot_v[i]
         else:
             target, target_valid = np.concatenate(gj), np.repeat(counted, 21)
-        for h in range(2):
-            root = 21 * h
-            for j in range(root, root + 21):
-                if target_valid[j] and target_valid[root]:
-                    e = np.linalg.norm((pred_joints[j] - pred_joints[root]) - (target[j] - target[root])) * 1000
-                    (joint_ih if inter else joint_sh)[j].append(e)
+        _naive_joint_errors(pred_joints, target, target_valid, joint_ih if inter else joint_sh)
     return _naive_summary(P_, vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
+
+
+def _naive_rrve(P, G, pj, gj, rel_p, rel_g):
+    """Both meshes, each at its wrist and the left one moved by the relative translation: mean vertex error (mm)."""
+    p_all = np.concatenate([P[0] - pj[0][0], P[1] - pj[1][0] + rel_p])
+    g_all = np.concatenate([G[0] - gj[0][0], G[1] - gj[1][0] + rel_g])
+    return np.mean(np.linalg.norm(p_all - g_all, axis=1)) * 1000
+
+
+def _naive_joint_errors(pred_joints, target, target_valid, bucket):
+    """Appends each valid joint's wrist-relative error (mm) to bucket[joint], one joint at a time."""
+    for h in range(2):
+        root = 21 * h
+        for j in range(root, root + 21):
+            if target_valid[j] and target_valid[root]:
+                bucket[j].append(np.linalg.norm((pred_joints[j] - pred_joints[root]) - (target[j] - target[root])) * 1000)
 
 
 def _naive_summary(P_, vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih):
@@ -307,20 +316,13 @@ def _naive_interwild_strict(pred, gt, regs, dataset):
         if selected:
             mrrpe.append(np.linalg.norm(rel_p - rel_g) * 1000)
         if selected and both_meshes:
-            p_all = np.concatenate([P[0] - pj[0][0], P[1] - pj[1][0] + rel_p])
-            g_all = np.concatenate([G[0] - gj[0][0], G[1] - gj[1][0] + rel_g])
-            rrve.append(np.mean(np.linalg.norm(p_all - g_all, axis=1)) * 1000)
+            rrve.append(_naive_rrve(P, G, pj, gj, rel_p, rel_g))
         pred_joints = pred["joints3d"][i] if "joints3d" in pred else np.concatenate(pj)
         if dataset == "ih26m":
             target, target_valid = gt["joints3d"][i], gt["joints_valid"][i]
         else:
             target, target_valid = np.concatenate(gj), np.repeat(counted, 21)
-        for h in range(2):
-            root = 21 * h
-            for j in range(root, root + 21):
-                if target_valid[j] and target_valid[root]:
-                    e = np.linalg.norm((pred_joints[j] - pred_joints[root]) - (target[j] - target[root])) * 1000
-                    (joint_ih if inter else joint_sh)[j].append(e)
+        _naive_joint_errors(pred_joints, target, target_valid, joint_ih if inter else joint_sh)
     return _naive_summary("interwild_strict", vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
 
 
