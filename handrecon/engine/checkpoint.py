@@ -194,12 +194,12 @@ def weights_file(path: str | Path) -> Path:
 def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> dict[str, list[str]]:
     """Load weights into `model`. Non-strict (fine-tuning): tensors whose name or shape does not
     match are skipped and reported in the returned {'missing', 'unexpected', 'mismatched'}.
-    An InterWild `snapshot_N.pth` (any file not ending in .safetensors) is read by
-    `handrecon.models.interwild_checkpoint.load_snapshot`, strictly."""
+    A released checkpoint of the original code (InterWild's `snapshot_N.pth`, DIR's checkpoint:
+    any file not ending in .safetensors) is read by `handrecon.models.released_checkpoint.load_snapshot`, strictly."""
     file = weights_file(path)
-    from ..models.interwild_checkpoint import is_snapshot_file, load_snapshot
+    from ..models.released_checkpoint import is_snapshot_file, load_snapshot
 
-    if is_snapshot_file(file):  # an InterWild snapshot_N.pth: always strict
+    if is_snapshot_file(file):  # a released .pth: always strict
         report = load_snapshot(model, file)
         return {k: report[k] for k in ("missing", "unexpected", "mismatched")}
     try:

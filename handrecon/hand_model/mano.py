@@ -139,6 +139,10 @@ _POSE_ELEM_SHAPE = {"axis_angle": (3,), "rot6d": (6,), "matrix": (3, 3)}
 class HandOutput:
     vertices: torch.Tensor  # (B, 778, 3) metres
     joints: torch.Tensor  # (B, 21, 3) metres, InterWild order, regressed from the mesh
+    # (B, 16, 3) MANO's own joints (MANO_JOINT_NAMES order) posed by the kinematic chain: the rest
+    # joints of the shaped template (J_regressor, before pose blend shapes) moved by the joint
+    # transforms, as smplx's and manopth's layers return them
+    skeleton: torch.Tensor | None = None
 
 
 @dataclass
@@ -255,7 +259,7 @@ class HandModel(nn.Module):
         else:
             raise ValueError(f"pose_format must be one of {[*POSE_FORMATS, 'pca']}, got {pose_format!r}")
         out = layer(betas=betas, global_orient=global_orient, hand_pose=hand_pose, transl=transl)
-        return HandOutput(vertices=out.vertices, joints=self.joint_regressor(side) @ out.vertices)
+        return HandOutput(vertices=out.vertices, joints=self.joint_regressor(side) @ out.vertices, skeleton=out.joints)
 
     def rest_root(self, side: str, betas: torch.Tensor) -> torch.Tensor:
         """(B, 3) wrist joint of the shaped rest mesh: the point smplx rotates global_orient about.

@@ -101,7 +101,7 @@ _TINY_INTERWILD = dict(
     # from scratch in a few hundred steps (tests, the quickstart): start at the rest pose
     init="rest_pose",
 )  # fmt: skip
-_TINY_DIR = dict(backbone="test_resnet", input_size=(64, 64), hidden=32, heads=2)
+_TINY_DIR = dict(backbone="resnet_tiny", input_size=(64, 64), decoder_channels=32, joint_embed=16, joint_dim=8, ste_heads=2)
 
 
 @register_model(config=InterWildConfig)

@@ -60,14 +60,17 @@ TORCHVISION_FILES = {
 
 
 class ResNet(nn.Module):
-    """A ResNet without its classifier: 7x7 stem (conv1, bn1), max-pool, four stages (stride 32).
+    """A torchvision-layout ResNet, by default without its classifier: 7x7 stem (conv1, bn1), max-pool, four stages (stride 32).
 
     `stem` overrides the stem's channel count (the first stage then adapts by a 1x1 projection
     where it differs). ``forward(x, late=True)`` skips the stem and max-pool: the four stages read
     a (B, stem, H, W) map directly (stride 8), as InterWild's relative-translation branch does.
+    `classifier` keeps torchvision's 1000-way `fc` layer: never run, only so a network that
+    carries it (DIR's backbone) has its parameters and keys. `stages(x)` returns the output of
+    each of the four stages (strides 4, 8, 16, 32).
     """
 
-    def __init__(self, name: str, pretrained: str | Path = "", stem: int | None = None):
+    def __init__(self, name: str, pretrained: str | Path = "", stem: int | None = None, classifier: bool = False):
         super().__init__()
         if name not in RESNETS:
             raise UserError(f"unknown backbone '{name}'; choose one of {sorted(RESNETS)}")
@@ -89,13 +92,16 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
             c = out
         self.channels, self.stride = c, 32
+        self.stage_channels = tuple(p * block.expansion for p in planes)
+        if classifier:
+            self.fc = nn.Linear(c, 1000)
         self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # reads raw [0, 1] images
         if pretrained:
             self.load_pretrained(Path(pretrained))
 
     def load_pretrained(self, path: Path) -> None:
         """Weights of a torchvision/timm ResNet of the same layout (.pth/.bin/.safetensors state
-        dict; its classifier `fc.*` is dropped)."""
+        dict; its classifier `fc.*` is dropped unless this ResNet keeps one)."""
         if not path.is_file():
             tv = TORCHVISION_FILES.get(self.name)
             which = f"torchvision's {tv} or timm's '{self.name}' weights" if tv else f"a torchvision/timm '{self.name}' state dict"
@@ -109,8 +115,8 @@ class ResNet(nn.Module):
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
+        state = {k: v for k, v in state.items() if not k.startswith("fc.") or k in own}
         bad = sorted(set(own) ^ set(state)) + sorted(k for k in own if k in state and own[k].shape != state[k].shape)
         if bad:
             raise UserError(f"{path}: not a '{self.name}' state dict (mismatched keys: {bad[:5]})")
@@ -120,3 +126,12 @@ class ResNet(nn.Module):
         if not late:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage outputs (B, C_k, H / 2^(k+2), W / 2^(k+2)), k = 0..3."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            out.append(x)
+        return out

@@ -1,216 +1,612 @@
-"""DIR-style regressor (Ren et al., ICCV 2023, "Decoupled Iterative Refinement"): one two-hand
-crop, per-hand MANO and weak-perspective cameras, refined in stages that exchange information
-between the hands.
+"""DIR (Ren et al., ICCV 2023, "Decoupled Iterative Refinement", PengfeiRen96/DIR), network part
+by part under its parameter names, so its released checkpoint loads (`handrecon.models.released_checkpoint`).
 
-1. A backbone (ResNet-50 on 256x256) gives a feature map; its pooled feature regresses per hand
-   a 6D root rotation, 45 PCA pose coefficients, 10 betas and a weak-perspective camera
-   (s, tx, ty: pixel = ((s X + t) + 1) S / 2 - 0.5 for root-relative X), plus the left-minus-right
-   wrist offset in units of 0.15 m.
-2. Each refinement stage builds one token per joint and hand from the image features sampled
-   at the joint's current projection and its current 3D position; a graph convolution over the
-   hand skeleton mixes the joints of each hand; cross-hand attention lets each hand's tokens
-   attend to the other hand's; pooled tokens predict residual updates of every parameter.
-3. A weak-perspective camera is turned into a translation of the real camera of the crop
-   (depth = 2 f / (s S), the wrist back-projected through its pixel), so `verts` lie over the image.
+Sizes are the defaults, DIR's (`dir_tiny` shrinks them). The input is one 256x256 two-hand crop,
+ImageNet-normalised RGB.
 
-Losses (DIR's, smooth-L1): root-relative 3D joints and vertices x10, 2D joints, MANO pose (as
-axis-angle) and shape where valid, the offset, and mesh edge lengths; every stage is supervised
-(`stage{k}/` terms; the initial regression is stage 0).
+1. **Backbone** (`backbone`): a ResNet-50 whose four stage outputs c1..c4 (64, 32, 16, 8 cells) feed
+   the rest; it keeps torchvision's classifier `fc` (never run), as DIR's does.
+2. **Initial regression** (`init_regressor`): per hand a spatial attention map over c4 (3x3 conv,
+   BN, ReLU, 1x1 conv, sigmoid) pools the features; a linear layer gives the hand's 64 parameters:
+   a 6D root rotation, 45 PCA pose coefficients, 10 betas and a weak-perspective camera (s, tx, ty);
+   the globally pooled c4 gives the right-minus-left root offset in units of 0.15 m.
+3. **Two refinement stages** (`decoder`), on 16x16 and then 32x32 feature-pyramid features (c4
+   upsampled and fused with c3, then with c2, by hourglass residual blocks). In each stage
+   (`projecter_4`, `projecter_3`), per hand, the features sampled at the current 2D joints plus an
+   embedding of the current 3D joints go through a 4-layer graph convolution over the skeleton
+   (`gcn_left` / `gcn_right`, per-joint weights, learnt edge weights); a shared embedding of each
+   hand's joints in the two-hand frame is added; a transformer over all 42 joints
+   (`interaction`, DIR's STE: 4 blocks built, blocks 1-3 run) mixes the hands; `regressor`
+   re-regresses all parameters and the offset from the joint features and the previous (detached)
+   parameters; the joint features are projected back onto the image along the 20 bones (each
+   cell within `distance` cells of a bone takes its end points' features, weighted by proximity)
+   and fused (`fusion`) into the features of the next stage.
+4. **Dense heads**: from the last features, `seg` (3 classes: background, left, right) and `dense`
+   (3 channels, the mesh-surface code) at 32x32.
+
+Each hand's MANO (6D root, 45 PCA components of the mean-hand pose space) goes through the hand
+model (smplx) in the conventions of DIR's manopth layer, converted exactly:
+- the root 6D code is manopth's *robust* one (both given directions weighed equally);
+- PCA coefficients times MANO's `hands_components` plus `hands_mean` is the axis-angle pose; the
+  hand model adds the mean itself (`flat_hand_mean=False`, required);
+- the 21 joints are MANO's 16 posed skeleton joints plus fingertip vertices 745, 317, 444
+  (right) / 445 (left), 556, 673, in the toolkit's order (manopth's is the same); meshes and
+  joints are taken relative to joint `root_joint` (0 wrist, as the released model; 9 middle MCP);
+- the left layer's shapedirs sign fix is the hand model's (applied on the same condition).
+
+Weak-perspective 2D: uv = s * xy + t in [-1, 1] crop units; pixel = (uv + 1) * S / 2 (DIR's labels).
+
+Outputs: every stage (`stages`: initial, refinement 1, refinement 2) carries DIR's quantities,
+right hand first: `mano_para` (B, 2, 64), `joint_xyz` (B, 2, 21, 3) and `mesh_xyz` (B, 2, 778, 3)
+relative to the root joint, `joint_uv` / `mesh_uv` (B, 2, *, 2), `offset` (B, 3). The toolkit's
+common outputs come from the last stage: each hand's root is placed in the camera of the input
+image through its weak-perspective camera (root pixel (t + 1) S / 2, depth 2 f / (|s| S));
+`rel_trans` (left wrist minus right wrist) is DIR's offset: -0.15 offset for the wrist root, and
+moved from the root joints to the wrists along the predicted hands otherwise.
+
+Losses (DIR's, `loss_weights` names): Huber (delta 0.01) on 2D joints/mesh (`joint_uv`, `mesh_uv`),
+3D joints/mesh relative to the root joint divided by 0.15 (`joint_xyz`, `mesh_xyz`), the offset
+(`offset`), each x10; mesh edge lengths x1 (`edge`) and face normals x0.1 (`normal`) on the same
+/0.15 meshes; every stage is supervised (`stage{k}/` terms). With `seg` / `dense` targets in the
+batch (B, H, W) labels, (B, H, W, 3) in [0, 1]: cross-entropy (class weights 0.1, 0.45, 0.45) x0.1,
+Lovasz-softmax on the raw logits x0.1 and dense Huber x1. No MANO-parameter loss. Entries without a
+label are left out of each mean (DIR's data labels every entry, where this is DIR's mean).
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..camera import unproject
+from ..camera import project, unproject
 from ..config import FieldError, check_fields
-from ..hand_model.constants import NUM_JOINTS, SKELETON_21
-from ..hand_model.rotation import rot6d_to_axis_angle
-from ..losses import ELEMENTWISE, edge_length_error, masked_mean, mesh_edges
-from .backbone import Backbone
+from ..errors import UserError
+from ..hand_model.constants import NUM_JOINTS, NUM_VERTS, SKELETON_21
+from ..hand_model.rotation import matrix_to_axis_angle
+from ..losses import hand_targets
+from . import released_checkpoint
+from .backbone import ResNet
 from .base import HandRegressor
-from .layers import identity_rot6d, mlp, normalize_image, sample_at
+from .layers import normalize_image
+
+# manopth's fingertip vertices (thumb, index, middle, ring, pinky) per side; the toolkit's joint
+# regressor uses 445 for the right middle tip too
+DIR_TIPS = {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)}
+# row i of DIR's 21 joints is row DIR_JOINT_ORDER[i] of [16 MANO skeleton joints; 5 tips]
+DIR_JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+PARAMS = 6 + 45 + 10 + 3  # root 6D, PCA pose, betas, weak-perspective camera
+BONES_PARENT = tuple(a for a, _ in SKELETON_21)
+BONES_CHILD = tuple(b for _, b in SKELETON_21)
+SEG_CLASS_WEIGHTS = (0.1, 0.45, 0.45)  # background, left, right
 
 
 @dataclass
 class DIRConfig:
-    backbone: str = "resnet50"
-    pretrained: str = ""  # local timm weights file for the backbone ('' = random init)
-    input_size: tuple[int, int] = (256, 256)  # square, >= 1
-    pca_components: int = 45  # in [1, 45]
-    refine_stages: int = 2  # >= 0 (0: the initial regression only)
-    hidden: int = 256  # a multiple of `heads`
-    heads: int = 4
-    offset_scale: float = 0.15  # metres per unit of the predicted offset
-    init_scale: float = 5.0  # weak-perspective scale at initialisation (normalised crop units per metre)
-    loss: str = "smooth_l1"  # elementwise error: l1 or smooth_l1
+    backbone: str = "resnet50"  # resnet18/34/50/101/152 or resnet_tiny (handrecon.models.backbone.RESNETS)
+    pretrained: str = ""  # local torchvision/timm ResNet weights file for the backbone ('' = random init)
+    input_size: tuple[int, int] = (256, 256)  # square, a multiple of 32
+    root_joint: int = 0  # joint the meshes and the offset are relative to: 0 wrist (released model), 9 middle MCP
+    decoder_channels: int = 256  # fDim: channels of the refinement features
+    joint_embed: int = 128  # emd_dim: per-joint features in the graph convolution and the transformer
+    joint_dim: int = 64  # per-joint features after the transformer (re-regression, bone projection)
+    gcn_layers: int = 4
+    ste_depth: int = 4  # transformer blocks built; DIR runs blocks 1..depth-1
+    ste_heads: int = 4  # divides joint_embed
+    ste_mlp_ratio: float = 2.0
+    distances: tuple[float, float] = (1.0, 2.0)  # bone-projection radius in cells, per refinement stage
+    coord_scale: float = 0.15  # metres per unit of the normalised 3D coordinates and of the offset
     loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
 
     def __post_init__(self) -> None:
-        check_fields(self, ">= 1", "input_size", "hidden", "heads")
-        if self.input_size[0] != self.input_size[1]:
-            raise FieldError("input_size", "square for the weak-perspective camera", self.input_size)
-        if self.loss not in ELEMENTWISE:
-            raise FieldError("loss", f"one of {sorted(ELEMENTWISE)}", self.loss)
-        check_fields(self, "in [1, 45]", "pca_components")
-        check_fields(self, ">= 0", "refine_stages", "loss_weights")
-        check_fields(self, "> 0", "offset_scale", "init_scale")
-        if self.hidden % self.heads:
-            raise FieldError("hidden", f"a multiple of heads ({self.heads})", self.hidden)
+        check_fields(self, ">= 1", "input_size", "decoder_channels", "joint_embed", "joint_dim", "gcn_layers", "ste_heads")
+        check_fields(self, ">= 2", "ste_depth")
+        check_fields(self, "> 0", "ste_mlp_ratio", "distances", "coord_scale")
+        check_fields(self, ">= 0", "loss_weights")
+        if self.input_size[0] != self.input_size[1] or self.input_size[0] % 32:
+            raise FieldError("input_size", "square and a multiple of 32", self.input_size)
+        if self.root_joint not in (0, 9):
+            raise FieldError("root_joint", "0 (wrist) or 9 (middle MCP)", self.root_joint)
+        if self.joint_embed % self.ste_heads:
+            raise FieldError("joint_embed", f"a multiple of ste_heads ({self.ste_heads})", self.joint_embed)
+        if self.decoder_channels % 4:
+            raise FieldError("decoder_channels", "a multiple of 4", self.decoder_channels)
 
 
-def skeleton_adjacency() -> torch.Tensor:
-    """(21, 21) symmetric-normalised adjacency of the hand skeleton with self loops."""
-    a = torch.eye(NUM_JOINTS)
-    for i, j in SKELETON_21:
-        a[i, j] = a[j, i] = 1.0
-    d = a.sum(1).rsqrt()
-    return d[:, None] * a * d[None, :]
+def robust_rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(B, 6) -> (B, 3, 3), manopth's `robust_compute_rotation_matrix_from_ortho6d`: the two given
+    directions, normalised, are made orthogonal symmetrically about their bisector; columns (x, y, z)."""
+    a = F.normalize(x[:, :3], dim=-1, eps=1e-8)
+    b = F.normalize(x[:, 3:], dim=-1, eps=1e-8)
+    middle, orth = F.normalize(a + b, dim=-1, eps=1e-8), F.normalize(a - b, dim=-1, eps=1e-8)
+    a, b = F.normalize(middle + orth, dim=-1, eps=1e-8), F.normalize(middle - orth, dim=-1, eps=1e-8)
+    c = F.normalize(torch.linalg.cross(a, b, dim=-1), dim=-1, eps=1e-8)
+    return torch.stack([a, b, c], dim=-1)
 
 
-class GraphConv(nn.Module):
-    """x' = relu(norm(A x W)) + x over the 21 joints of a hand."""
+def _dir_conv_init(module: nn.Module, linear_std: float) -> None:
+    """DIR's init_weights: Conv2d weights N(0, sqrt(2 / (k*k*out))), BatchNorm2d 1 / 0, Linear
+    weights N(0, linear_std); biases keep torch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, linear_std)
+
+
+def _embed(cin: int, cout: int) -> nn.Sequential:
+    """1x1 Conv1d, BN, ReLU, 1x1 Conv1d over (B, C, joints)."""
+    return nn.Sequential(nn.Conv1d(cin, cout, 1), nn.BatchNorm1d(cout), nn.ReLU(), nn.Conv1d(cout, cout, 1))
+
+
+class Conv(nn.Module):
+    """A biased convolution under the name `conv` (DIR's hourglass `Conv`, no BN or ReLU)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=(kernel - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Residual(nn.Module):
+    """Pre-activation bottleneck (BN, ReLU, 1x1 to out/2, BN, ReLU, 3x3, BN, ReLU, 1x1 to out) plus
+    the input, through a 1x1 `skip_layer` when the widths differ (built either way, as DIR's)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = cout // 2
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), Conv(cin, mid, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(mid), Conv(mid, mid, 3)
+        self.bn3, self.conv3 = nn.BatchNorm2d(mid), Conv(mid, cout, 1)
+        self.skip_layer = Conv(cin, cout, 1)
+        self.need_skip = cin != cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + (self.skip_layer(x) if self.need_skip else x)
+
+
+def skeleton_edge_mask() -> torch.Tensor:
+    """(21, 21) bool: the skeleton's bones, both directions, no self loops."""
+    mask = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=torch.bool)
+    for a, b in SKELETON_21:
+        mask[a, b] = mask[b, a] = True
+    return mask
+
+
+class PGraphConv(nn.Module):
+    """Graph convolution with per-joint weights: out_j = x_j W0_j + sum_k A_jk x_k W1_k + bias,
+    A = the softmax over each joint's neighbours of learnt edge weights `e_1` (self weights `e_0`
+    softmax to 1 over a single entry)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mask = skeleton_edge_mask()
+        self.register_buffer("neighbours", mask, persistent=False)
+        self.W = nn.Parameter(torch.empty(2, NUM_JOINTS, cin, cout))
+        nn.init.xavier_uniform_(self.W, gain=1.414)
+        self.e_0 = nn.Parameter(torch.ones(1, NUM_JOINTS))  # softmaxed over one entry: has no effect
+        self.e_1 = nn.Parameter(torch.ones(1, int(mask.sum())))
+        self.bias = nn.Parameter(torch.empty(cout).uniform_(-1 / math.sqrt(NUM_JOINTS), 1 / math.sqrt(NUM_JOINTS)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        own = torch.einsum("bjc,jco->bjo", x, self.W[0])
+        other = torch.einsum("bjc,jco->bjo", x, self.W[1])
+        logits = torch.full(self.neighbours.shape, float("-inf"), device=x.device, dtype=self.e_1.dtype)
+        adjacency = logits.masked_scatter(self.neighbours, self.e_1[0]).softmax(1)
+        return own + adjacency.to(x.dtype) @ other + self.bias
+
+
+class GraphConvBlock(nn.Module):
+    """PGraphConv, BatchNorm over channels, ReLU."""
 
     def __init__(self, dim: int):
         super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.register_buffer("adjacency", skeleton_adjacency(), persistent=False)
+        self.gconv = PGraphConv(dim, dim)
+        self.bn = nn.BatchNorm1d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.relu(self.norm(self.adjacency @ self.linear(x)))
+        return F.relu(self.bn(self.gconv(x).transpose(1, 2)).transpose(1, 2))
 
 
-class RefineStage(nn.Module):
-    """Joint tokens -> per-hand graph convolutions -> cross-hand attention -> parameter updates."""
-
-    def __init__(self, feat_dim: int, hidden: int, heads: int, num_params: int):
+class GraphConvStack(nn.Module):
+    def __init__(self, dim: int, layers: int):
         super().__init__()
-        self.token = nn.Linear(feat_dim + 5, hidden)  # image feature, 3D joint, 2D joint (normalised)
-        self.hand_embed = nn.Parameter(torch.zeros(2, 1, hidden))
-        self.graph = nn.Sequential(GraphConv(hidden), GraphConv(hidden))
-        self.cross = nn.MultiheadAttention(hidden, heads, batch_first=True)
-        self.cross_norm = nn.LayerNorm(hidden)
-        self.update = mlp([NUM_JOINTS * hidden, hidden, num_params])
-        self.offset = mlp([2 * NUM_JOINTS * hidden, hidden, 3])
-        for head in (self.update[-1], self.offset[-1]):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        self.gconv_layers = nn.Sequential(*[GraphConvBlock(dim) for _ in range(layers)])
 
-    def forward(self, feats: torch.Tensor, joints3d: torch.Tensor, joints2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, C, h, w); joints3d (B, 2, 21, 3) root-relative; joints2d (B, 2, 21, 2) in
-        feature cells -> per-hand parameter deltas (B, 2, P) and an offset delta (B, 3)."""
-        b = feats.shape[0]
-        cells = torch.tensor(feats.shape[-1], device=feats.device, dtype=joints2d.dtype)
-        sampled = sample_at(feats, joints2d.flatten(1, 2)).reshape(b, 2, NUM_JOINTS, -1)
-        tokens = self.token(torch.cat([sampled, joints3d, joints2d / cells], -1)) + self.hand_embed
-        tokens = self.graph(tokens.flatten(0, 1)).reshape(b, 2, NUM_JOINTS, -1)
-        right, left = tokens[:, 0], tokens[:, 1]
-        # each hand queries the other one (one shared attention, the hand embedding tells them apart)
-        queries = torch.cat([right, left])
-        keys = torch.cat([left, right])
-        attended, _ = self.cross(queries, keys, keys, need_weights=False)
-        tokens = self.cross_norm(queries + attended).reshape(2, b, NUM_JOINTS, -1).transpose(0, 1)
-        return self.update(tokens.flatten(2)), self.offset(tokens.flatten(1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gconv_layers(x)
+
+
+class ImgFeature2JointFeature(nn.Module):
+    """Image features bilinearly sampled at the (detached) joints, uv in [-1, 1] (grid_sample's
+    align_corners=False convention, zeros outside) -> (B, J, out) through a 1x1 Conv1d embedding."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.filters = _embed(cin, cout)
+
+    def forward(self, feats: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        sampled = F.grid_sample(feats, uv.detach()[:, None], align_corners=False)[:, :, 0]  # (B, C, J)
+        return self.filters(sampled).transpose(1, 2)
+
+
+class STE(nn.Module):
+    """DIR's joint transformer: a learnt position embedding, `depth` timm ViT blocks of which blocks
+    1..depth-1 run (block 0 is built, unused, as in DIR), each followed by `spatial_norm`; then
+    LayerNorm + Linear to `out_dim`."""
+
+    def __init__(self, tokens: int, dim: int, out_dim: int, depth: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.spatial_pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))
+        norm = functools.partial(nn.LayerNorm, eps=1e-6)
+        self.STEblocks = nn.ModuleList(Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth))
+        self.spatial_norm = norm(dim)
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.spatial_pos_embed
+        for block in list(self.STEblocks)[1:]:
+            x = self.spatial_norm(block(x))
+        return self.head(x)
+
+
+class RegressorOffset(nn.Module):
+    """Joint features (B, J, C) per hand and the previous parameters -> new parameters and offset."""
+
+    def __init__(self, feat_dim: int):
+        super().__init__()
+        self.mano_left = nn.Linear(feat_dim + PARAMS, PARAMS)
+        self.mano_right = nn.Linear(feat_dim + PARAMS, PARAMS)
+        self.offset = nn.Linear(2 * feat_dim + 3, 3)
+
+    def forward(self, left, right, para_left, para_right, offset):
+        b = left.shape[0]
+        left, right = left.reshape(b, -1), right.reshape(b, -1)
+        new_offset = self.offset(torch.cat([left, right, offset], -1))
+        new_left = self.mano_left(torch.cat([left, para_left.detach()], -1))
+        new_right = self.mano_right(torch.cat([right, para_right.detach()], -1))
+        return new_left, new_right, new_offset
+
+
+class Joint2BoneFeature(nn.Module):
+    """One refinement stage (see the module docstring, step 3)."""
+
+    def __init__(self, img_dim: int, embed: int, joint_dim: int, size: int, distance: float, cfg: DIRConfig):
+        super().__init__()
+        self.gcn_left, self.gcn_right = GraphConvStack(embed, cfg.gcn_layers), GraphConvStack(embed, cfg.gcn_layers)
+        self.img2joint_left, self.img2joint_right = ImgFeature2JointFeature(img_dim, embed), ImgFeature2JointFeature(img_dim, embed)
+        self.pos_emb_left, self.pos_emb_right, self.global_pos_emb = _embed(3, embed), _embed(3, embed), _embed(3, embed)
+        self.interaction = STE(2 * NUM_JOINTS, embed, joint_dim, cfg.ste_depth, cfg.ste_heads, cfg.ste_mlp_ratio)
+        self.proj_feat_emb = _embed(joint_dim, joint_dim)
+        bones = len(BONES_PARENT)
+        self.fusion = nn.Sequential(
+            nn.Conv2d(joint_dim * bones * 2, img_dim, 3, 1, 1), nn.BatchNorm2d(img_dim), nn.ReLU(), nn.Conv2d(img_dim, img_dim, 1)
+        )
+        self.regressor = RegressorOffset(NUM_JOINTS * joint_dim)
+        centres = torch.arange(size, dtype=torch.float32) + 0.5
+        rows, cols = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("img_gird", torch.stack([cols, rows], -1).reshape(size * size, 2), persistent=False)  # DIR's name
+        self.register_buffer("parent", torch.tensor(BONES_PARENT), persistent=False)
+        self.register_buffer("child", torch.tensor(BONES_CHILD), persistent=False)
+        self.size, self.distance, self.scale = size, distance, cfg.coord_scale
+
+    def forward(self, feats, xyz_left, xyz_right, uv_left, uv_right, para_left, para_right, offset):
+        """feats (B, C, S, S); previous joints (B, 21, 3) metres and (B, 21, 2) uv, parameters
+        (B, 64), offset (B, 3), all detached -> new (para_left, para_right, offset) and a callback
+        that turns the new joints' uv into the fused image features."""
+        k = self.scale
+        pos_left = self.pos_emb_left((xyz_left / k).transpose(1, 2)).transpose(1, 2)
+        pos_right = self.pos_emb_right((xyz_right / k).transpose(1, 2)).transpose(1, 2)
+        left = self.gcn_left(pos_left + self.img2joint_left(feats, uv_left))
+        right = self.gcn_right(pos_right + self.img2joint_right(feats, uv_right))
+        half = offset[:, None] / 2
+        left = left + self.global_pos_emb((xyz_left / k - half).transpose(1, 2)).transpose(1, 2)
+        right = right + self.global_pos_emb((xyz_right / k + half).transpose(1, 2)).transpose(1, 2)
+        joint_feat = self.interaction(torch.cat([left, right], 1))
+        left, right = joint_feat[:, :NUM_JOINTS], joint_feat[:, NUM_JOINTS:]
+        params = self.regressor(left, right, para_left, para_right, offset)
+        left = self.proj_feat_emb(left.transpose(1, 2)).transpose(1, 2)
+        right = self.proj_feat_emb(right.transpose(1, 2)).transpose(1, 2)
+
+        def fuse(new_uv_left: torch.Tensor, new_uv_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            img_left, img_right = self.bone_proj(new_uv_left, left), self.bone_proj(new_uv_right, right)
+            return self.fusion(torch.cat([img_left, img_right], 1)), img_left + img_right
+
+        return params, fuse
+
+    def bone_proj(self, uv: torch.Tensor, joint_feat: torch.Tensor) -> torch.Tensor:
+        """(B, 21, 2) uv and (B, 21, C) joint features -> (B, 20 C, S, S): at each cell centre p and
+        bone (a, b) within `distance` cells of p (distance to the segment), the features of a and b
+        weighted 1 - |p a| / (|p a| + |p b|) and 1 - |p b| / (...); zero elsewhere."""
+        b, _, c = joint_feat.shape
+        s = self.size
+        cells = (uv + 1) / 2 * s
+        pa, pb = cells[:, self.parent][:, None], cells[:, self.child][:, None]  # (B, 1, 20, 2)
+        p = self.img_gird[None, :, None]  # (1, S*S, 1, 2)
+        d = pb - pa
+        d = d / torch.hypot(d[..., 0], d[..., 1])[..., None]
+        along = torch.maximum(torch.maximum(((pa - p) * d).sum(-1), ((p - pb) * d).sum(-1)), torch.zeros((), device=uv.device))
+        rel = p - pa
+        across = rel[..., 0] * d[..., 1] - rel[..., 1] * d[..., 0]
+        near = torch.hypot(along, across) < self.distance  # (B, S*S, 20)
+        # F.pairwise_distance's eps (1e-6 added to the difference), as DIR measures them
+        dist_a = F.pairwise_distance(p.expand(b, -1, pa.shape[2], -1).reshape(-1, 2), pa.expand(-1, s * s, -1, -1).reshape(-1, 2))
+        dist_b = F.pairwise_distance(p.expand(b, -1, pa.shape[2], -1).reshape(-1, 2), pb.expand(-1, s * s, -1, -1).reshape(-1, 2))
+        dist_a, dist_b = dist_a.reshape(near.shape), dist_b.reshape(near.shape)
+        wa, wb = 1 - dist_a / (dist_a + dist_b), 1 - dist_b / (dist_a + dist_b)
+        feat = joint_feat[:, self.parent][:, None] * wa[..., None] + joint_feat[:, self.child][:, None] * wb[..., None]
+        feat = torch.where(near[..., None], feat, torch.zeros_like(feat))
+        return feat.reshape(b, s, s, -1).permute(0, 3, 1, 2)
+
+
+class InitRegressor(nn.Module):
+    def __init__(self, feat_dim: int):
+        super().__init__()
+
+        def attention() -> nn.Sequential:
+            half = feat_dim // 2
+            return nn.Sequential(nn.Conv2d(feat_dim, half, 3, 1, 1), nn.BatchNorm2d(half), nn.ReLU(), nn.Conv2d(half, 1, 1, 1), nn.Sigmoid())
+
+        self.attention_left, self.attention_right = attention(), attention()
+        self.offset = nn.Linear(feat_dim, 3)
+        self.mano_left, self.mano_right = nn.Linear(feat_dim, PARAMS), nn.Linear(feat_dim, PARAMS)
+
+    def forward(self, feat: torch.Tensor):
+        pooled = []
+        for attention in (self.attention_left, self.attention_right):
+            attn = attention(feat)
+            pooled.append((feat * attn).sum((-1, -2)) / (attn.sum((-1, -2)) + 1e-8))
+        return self.mano_left(pooled[0]), self.mano_right(pooled[1]), self.offset(feat.mean((-1, -2)))
+
+
+class Decoder(nn.Module):
+    """DIR's `FusionJointInterIterDecoder`: the two refinement stages and the dense heads."""
+
+    def __init__(self, channels: tuple[int, int, int, int], cfg: DIRConfig):
+        super().__init__()
+        _, c2, c3, c4 = channels
+        f = cfg.decoder_channels
+        size = cfg.input_size[0]
+        self.up4 = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.skip_layer4 = Residual(c3, f)
+        self.fusion_layer4 = Residual(c4 + f, f)
+        self.projecter_4 = Joint2BoneFeature(f, cfg.joint_embed, cfg.joint_dim, size // 16, cfg.distances[0], cfg)
+        self.enhance_layer4 = Residual(2 * f, f)
+        self.up3 = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.skip_layer3 = Residual(c2, f)
+        self.fusion_layer3 = Residual(2 * f, f)
+        self.projecter_3 = Joint2BoneFeature(f, cfg.joint_embed, cfg.joint_dim, size // 8, cfg.distances[1], cfg)
+        self.enhance_layer3 = Residual(2 * f, f)
+        self.conv_final = nn.Sequential(nn.Conv2d(f, f, 3, 1, 1, bias=False), nn.BatchNorm2d(f), nn.ReLU(True), nn.Conv2d(f, f, 1, 1))
+
+        def head() -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(f, f // 2, 3, 1, 1), nn.BatchNorm2d(f // 2), nn.ReLU(), nn.Conv2d(f // 2, 3, 1, 1))
+
+        self.seg, self.dense = head(), head()
 
 
 class DIRNet(HandRegressor):
+    """DIR's network: parameters under its names (backbone, init_regressor, decoder)."""
+
+    released_format = released_checkpoint.DIR
+
     def __init__(self, hand_model, cfg: DIRConfig):
-        super().__init__(hand_model, cfg.input_size, cfg.loss, cfg.loss_weights)
+        super().__init__(hand_model, cfg.input_size, "smooth_l1", cfg.loss_weights)
+        if hand_model.flat_hand_mean:
+            raise UserError("dir needs a hand model with flat_hand_mean=False: its PCA pose space is around MANO's mean hand")
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.pretrained)
-        c = self.backbone.channels
-        self.sizes = (6, cfg.pca_components, 10, 3)  # root 6D, PCA pose, betas, camera (log s, tx, ty)
-        num = sum(self.sizes)
-        self.initial = mlp([c, cfg.hidden * 2, 2 * num + 3])
-        self.feat_proj = nn.Conv2d(c, cfg.hidden, 1)
-        self.stages = nn.ModuleList(RefineStage(cfg.hidden, cfg.hidden, cfg.heads, num) for _ in range(cfg.refine_stages))
-        self.register_buffer("edges", mesh_edges(self.hand_model.faces_right), persistent=False)
-        head = self.initial[-1]
-        nn.init.normal_(head.weight, std=1e-3)
-        with torch.no_grad():
-            bias = torch.zeros(num)
-            bias[:6] = identity_rot6d(1)
-            bias[-3] = torch.log(torch.tensor(cfg.init_scale))
-            head.bias.copy_(torch.cat([bias, bias, torch.zeros(3)]))
+        self.backbone = ResNet(cfg.backbone, cfg.pretrained, classifier=True)
+        c4 = self.backbone.channels
+        self.init_regressor = InitRegressor(c4)
+        self.decoder = Decoder(self.backbone.stage_channels, cfg)
+        # DIR's init_weights, on the initial regressor and the whole decoder (its transformers'
+        # Linear layers included); the backbone keeps its own
+        _dir_conv_init(self.init_regressor, 1e-3)
+        _dir_conv_init(self.decoder, 1e-3)
+        for side in ("right", "left"):
+            self.register_buffer(f"tips_{side}", torch.tensor(DIR_TIPS[side]), persistent=False)
+        self.register_buffer("joint_order", torch.tensor(DIR_JOINT_ORDER), persistent=False)
+        self.register_buffer("seg_weight", torch.tensor(SEG_CLASS_WEIGHTS), persistent=False)
+        faces = self.hand_model.faces_right
+        self.register_buffer("faces", faces, persistent=False)
 
     @staticmethod
     def default_loss_weights() -> dict[str, float]:
         return {
-            "joints": 10.0, "mesh_joints": 0.0, "verts": 10.0, "joints2d": 1.0, "mano_pose": 1.0, "mano_shape": 1.0,
-            "rel_trans": 1.0, "edges": 1.0,
+            "joint_uv": 10.0, "mesh_uv": 10.0, "joint_xyz": 10.0, "mesh_xyz": 10.0, "offset": 10.0, "edge": 1.0, "normal": 0.1,
+            "seg": 0.1, "lovasz": 0.1, "dense": 1.0,
         }  # fmt: skip
 
-    def decode(self, params: torch.Tensor, offset: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        """(B, 2, P) parameters and (B, 3) offset -> the common outputs plus joints in crop cells."""
-        size = self.input_size[0]
-        focal, princpt = batch["focal"].float(), batch["princpt"].float()
-        root6d, pca, betas, cam = params.split(self.sizes, -1)
-        orient = rot6d_to_axis_angle(root6d)  # (B, 2, 3)
-        verts_rel, roots, poses = [], [], []
-        for i, side in enumerate(("right", "left")):
-            layer = self.hand_model.layers[side]
-            pose = pca[:, i] @ layer.pca_basis[: self.cfg.pca_components]
-            out = self.mano(side, betas[:, i], orient[:, i], pose)
-            verts_rel.append(out.vertices - out.joints[:, :1])
-            scale = cam[:, i, 0].exp()
-            wrist_px = (cam[:, i, 1:] + 1) * size / 2 - 0.5
-            roots.append(unproject(wrist_px[:, None], (2 * focal.mean(-1) / (scale * size))[:, None], focal, princpt)[:, 0])
-            poses.append(torch.cat([orient[:, i], pose], -1))
-        result = self.assemble(
-            (verts_rel[0], verts_rel[1]), (roots[0], roots[1]), offset * self.cfg.offset_scale, torch.stack(poses, 1), betas, batch
-        )
-        result["cam"] = cam
-        return result
+    # ------------------------------------------------------------------------------ MANO
+    def hand_mesh(self, side: str, para: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 64) parameters -> mesh (B, 778, 3) and joints (B, 21, 3) relative to the root joint,
+        the axis-angle pose (B, 48) relative to the mean hand, and the camera (B, 3)."""
+        root6d, pca, betas, cam = para.split((6, 45, 10, 3), -1)
+        layer = self.hand_model.layers[side]
+        orient = matrix_to_axis_angle(robust_rot6d_to_matrix(root6d))
+        pose = pca @ layer.pca_basis
+        out = self.mano(side, betas, orient, pose)
+        tips = out.vertices[:, getattr(self, f"tips_{side}")]
+        joints = torch.cat([out.skeleton, tips], 1)[:, self.joint_order]
+        centre = joints[:, self.cfg.root_joint : self.cfg.root_joint + 1]
+        return out.vertices - centre, joints - centre, torch.cat([orient, pose], -1), cam
 
-    def weak_perspective(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Root-relative joints (B, 2, 21, 3) and their weak-perspective pixels (B, 2, 21, 2)."""
-        b = out["joints3d"].shape[0]
-        size = self.input_size[0]
-        joints = out["joints3d"].reshape(b, 2, NUM_JOINTS, 3)
-        rel = joints - joints[:, :, :1]
-        cam = out["cam"]
-        px = (cam[..., None, :1].exp() * rel[..., :2] + cam[..., None, 1:] + 1) * size / 2 - 0.5
-        return rel, px
+    def regress(self, para_left: torch.Tensor, para_right: torch.Tensor, offset: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One stage's outputs (right hand first), as the module docstring lists them."""
+        meshes, joints, poses, cams = zip(self.hand_mesh("right", para_right), self.hand_mesh("left", para_left))
+        cam = torch.stack(cams, 1)  # (B, 2, 3)
+        mesh, joint = torch.stack(meshes, 1), torch.stack(joints, 1)
+        scale, shift = cam[..., None, :1], cam[..., None, 1:]
+        return {
+            "mano_para": torch.stack([para_right, para_left], 1),
+            "mano_pose": torch.stack(poses, 1),
+            "mesh_xyz": mesh,
+            "joint_xyz": joint,
+            "mesh_uv": scale * mesh[..., :2] + shift,
+            "joint_uv": scale * joint[..., :2] + shift,
+            "offset": offset,
+        }
 
+    # ------------------------------------------------------------------------------ forward
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         self.check_input(batch)
-        image = normalize_image(batch["image"], self.backbone.mean, self.backbone.std)
-        b = image.shape[0]
-        feats = self.backbone(image)
-        raw = self.initial(feats.mean((2, 3)))
-        params, offset = raw[:, :-3].reshape(b, 2, -1), raw[:, -3:]
-        out = self.decode(params, offset, batch)
-        stages = [out]
-        tokens_map = self.feat_proj(feats)
-        cells_per_px = feats.shape[-1] / self.input_size[0]
-        for stage in self.stages:
-            rel, px = self.weak_perspective(out)
-            d_params, d_offset = stage(tokens_map, rel, (px + 0.5) * cells_per_px - 0.5)
-            params, offset = params + d_params, offset + d_offset
-            out = self.decode(params, offset, batch)
-            stages.append(out)
-        result = dict(out)
-        result["stages"] = stages
+        image = normalize_image(batch["image"])
+        c1, c2, c3, c4 = self.backbone.stages(image)
+        para_left, para_right, offset = self.init_regressor(c4)
+        stages = [self.regress(para_left, para_right, offset)]
+        d = self.decoder
+        feats = d.fusion_layer4(torch.cat([d.up4(c4), d.skip_layer4(c3)], 1))
+        proj_feat = None
+        for k, (projecter, enhance) in enumerate(((d.projecter_4, d.enhance_layer4), (d.projecter_3, d.enhance_layer3))):
+            if k == 1:
+                feats = d.fusion_layer3(torch.cat([d.up3(feats), d.skip_layer3(c2)], 1))
+            prev = stages[-1]
+            (para_left, para_right, offset), fuse = projecter(
+                feats,
+                prev["joint_xyz"][:, 1].detach(),
+                prev["joint_xyz"][:, 0].detach(),
+                prev["joint_uv"][:, 1].detach(),
+                prev["joint_uv"][:, 0].detach(),
+                prev["mano_para"][:, 1].detach(),
+                prev["mano_para"][:, 0].detach(),
+                prev["offset"].detach(),
+            )
+            stages.append(self.regress(para_left, para_right, offset))
+            img_feat, proj_feat = fuse(stages[-1]["joint_uv"][:, 1], stages[-1]["joint_uv"][:, 0])
+            feats = enhance(torch.cat([feats, img_feat], 1))
+        final = d.conv_final(feats)
+        result = self.to_camera(stages[-1], batch)
+        result.update(stages=stages, seg=d.seg(final), dense=d.dense(final), proj_feat=proj_feat)
         return result
 
-    def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        targets = self.targets(batch)
-        b = out["verts"].shape[0]
+    def to_camera(self, stage: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """The toolkit's outputs from a stage: each hand's root joint placed in the input image's
+        camera by its weak-perspective camera; `rel_trans` from the offset (module docstring)."""
         size = self.input_size[0]
-        gt2d = batch["joints2d"].float().reshape(b, 2, NUM_JOINTS, 2) / size
-        valid2d = batch["joints2d_valid"].bool().reshape(b, 2, NUM_JOINTS)
-        mesh_valid = batch["mesh_valid"].bool()
-        gt_verts = batch["verts"].float().reshape(b, 2, -1, 3)
+        focal, princpt = batch["focal"].float(), batch["princpt"].float()
+        cam = stage["mano_para"][..., -3:]  # (B, 2, 3)
+        root_px = (cam[..., 1:] + 1) * size / 2
+        depth = 2 * focal.mean(-1, keepdim=True) / (cam[..., 0].abs().clamp(min=1e-4) * size)
+        roots = unproject(root_px, depth, focal, princpt)  # (B, 2, 3)
+        joint = stage["joint_xyz"]
+        rel_trans = -self.cfg.coord_scale * stage["offset"] + joint[:, 1, 0] - joint[:, 0, 0]  # joints are root-relative
+        mesh = stage["mesh_xyz"]
+        return self.assemble((mesh[:, 0], mesh[:, 1]), (roots[:, 0], roots[:, 1]), rel_trans, stage["mano_pose"],
+                             stage["mano_para"][..., 51:61], batch)  # fmt: skip
+
+    # ------------------------------------------------------------------------------ losses
+    def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """DIR's terms (module docstring), each a Huber mean over the labelled entries."""
+        k, size, r = self.cfg.coord_scale, self.input_size[0], self.cfg.root_joint
+        t = hand_targets(batch, self.hand_model)
+        b = batch["image"].shape[0]
+        joints = batch["joints3d"].float().reshape(b, 2, NUM_JOINTS, 3)
+        valid = batch["joints_valid"].bool().reshape(b, 2, NUM_JOINTS)
+        gt_joint = joints - joints[:, :, r : r + 1]
+        joint_mask = valid & valid[:, :, r : r + 1]
+        mesh_joints = t["mesh_joints_rel"].reshape(b, 2, NUM_JOINTS, 3)  # wrist-relative, from the mesh
+        gt_mesh = t["verts_rel"].reshape(b, 2, NUM_VERTS, 3) - mesh_joints[:, :, r : r + 1]
+        mesh_valid = batch["mesh_valid"].bool()  # (B, 2)
+        gt_uv = batch["joints2d"].float().reshape(b, 2, NUM_JOINTS, 2) * 2 / size - 1
+        uv_mask = batch["joints2d_valid"].bool().reshape(b, 2, NUM_JOINTS)
+        verts_px = project(batch["verts"].float(), batch["focal"].float(), batch["princpt"].float(), behind="clamp")
+        gt_mesh_uv = verts_px.reshape(b, 2, NUM_VERTS, 2) * 2 / size - 1
+        # right-minus-left root offset: from the wrists' relative translation and each hand's root
+        # (R_r - L_r) = (R_r - R_0) - (L_0 - R_0) - (L_r - L_0); the root terms vanish for r = 0
+        gt_offset = (joints[:, 0, r] - joints[:, 0, 0]) - t["rel_trans"] - (joints[:, 1, r] - joints[:, 1, 0])
+        offset_mask = t["rel_trans_mask"] & (joint_mask[:, :, 0].all(1) if r else True)
         terms: dict[str, torch.Tensor] = {}
-        for k, stage in enumerate(out["stages"]):
-            prefix = f"stage{k}/"
-            terms.update(self.common_losses(stage, targets, prefix))
-            _, px = self.weak_perspective(stage)
-            terms[prefix + "joints2d"] = masked_mean(self.elementwise(px / size, gt2d), valid2d)
-            pred_verts = stage["verts"].reshape(b, 2, -1, 3)
-            edge_err = torch.stack([edge_length_error(pred_verts[:, i], gt_verts[:, i], self.edges) for i in range(2)], 1)
-            terms[prefix + "edges"] = masked_mean(edge_err, mesh_valid)
+        for i, stage in enumerate(out["stages"]):
+            p = f"stage{i}/"
+            terms[p + "joint_uv"] = huber(stage["joint_uv"], gt_uv, uv_mask)
+            terms[p + "mesh_uv"] = huber(stage["mesh_uv"], gt_mesh_uv, mesh_valid)
+            terms[p + "joint_xyz"] = huber(stage["joint_xyz"] / k, gt_joint / k, joint_mask)
+            terms[p + "mesh_xyz"] = huber(stage["mesh_xyz"] / k, gt_mesh / k, mesh_valid)
+            terms[p + "offset"] = huber(stage["offset"], gt_offset / k, offset_mask)
+            pred, gt = (stage["mesh_xyz"] / k).flatten(0, 1), (gt_mesh / k).flatten(0, 1)
+            flat_valid = mesh_valid.flatten()
+            terms[p + "edge"] = _masked(edge_length_loss(pred, gt, self.faces), flat_valid)
+            terms[p + "normal"] = _masked(normal_vector_loss(pred, gt, self.faces), flat_valid)
+        if "seg" in batch:
+            seg = out["seg"]
+            labels = F.interpolate(batch["seg"].float()[:, None], seg.shape[-2:], mode="nearest")[:, 0].long()
+            terms["seg"] = F.cross_entropy(seg, labels, weight=self.seg_weight.to(seg.dtype))
+            terms["lovasz"] = lovasz_softmax(seg, labels)
+        if "dense" in batch:
+            dense = out["dense"]
+            gt = F.interpolate(batch["dense"].float().permute(0, 3, 1, 2), dense.shape[-2:], mode="bilinear")
+            terms["dense"] = F.huber_loss(dense, gt, delta=0.01)
         return self.weigh(terms)
+
+
+def _masked(per_item: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (N,) values over the True entries of `mask` (0 when there are none)."""
+    mask = mask.to(per_item.dtype)
+    return (per_item * mask).sum() / mask.sum().clamp(min=1)
+
+
+def huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DIR's SmoothL1Loss (a Huber loss, delta 0.01) averaged over every coordinate of the entries
+    where `mask` (a prefix of pred's dims) holds; without invalid entries DIR's batch mean."""
+    err = F.huber_loss(pred, target, reduction="none", delta=0.01)
+    mask = mask.to(err.dtype)
+    while mask.dim() < err.dim():
+        mask = mask.unsqueeze(-1)
+    mask = mask.expand_as(err)
+    return (err * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _face_vectors(v: torch.Tensor, faces: torch.Tensor):
+    a, b, c = v[:, faces[:, 0]], v[:, faces[:, 1]], v[:, faces[:, 2]]
+    return a, b, c
+
+
+def edge_length_loss(pred: torch.Tensor, gt: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(N, V, 3) meshes -> (N,) mean over faces and their three edges of | |pred edge| - |gt edge| |
+    (lengths with DIR's 1e-12 under the square root)."""
+    def lengths(v):
+        a, b, c = _face_vectors(v, faces)
+        return torch.stack([((a - b) ** 2).sum(-1), ((a - c) ** 2).sum(-1), ((b - c) ** 2).sum(-1)], -1).add(1e-12).sqrt()
+
+    return (lengths(pred) - lengths(gt)).abs().mean((1, 2))
+
+
+def normal_vector_loss(pred: torch.Tensor, gt: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(N, V, 3) meshes -> (N,) mean over faces of |cos| between each predicted face edge (unit)
+    and the ground-truth face normal."""
+    a, b, c = _face_vectors(pred, faces)
+    edges = torch.stack([F.normalize(b - a, dim=-1), F.normalize(c - a, dim=-1), F.normalize(c - b, dim=-1)], 2)
+    ga, gb, gc = _face_vectors(gt, faces)
+    normal = F.normalize(torch.linalg.cross(F.normalize(gb - ga, dim=-1), F.normalize(gc - ga, dim=-1), dim=-1), dim=-1)
+    return (edges * normal[:, :, None]).sum(-1).abs().mean((1, 2))
+
+
+def lovasz_softmax(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax (Berman et al. 2018) over the classes present in `labels`, whole batch, on
+    the (B, C, H, W) scores as given (DIR passes the raw logits)."""
+    c = scores.shape[1]
+    scores, labels = scores.permute(0, 2, 3, 1).reshape(-1, c), labels.reshape(-1)
+    losses = []
+    for cls in range(c):
+        fg = (labels == cls).to(scores.dtype)
+        if not fg.any():
+            continue
+        errors, order = (fg - scores[:, cls]).abs().sort(descending=True)
+        fg_sorted = fg[order]
+        total = fg_sorted.sum()
+        jaccard = 1 - (total - fg_sorted.cumsum(0)) / (total + (1 - fg_sorted).cumsum(0))
+        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(errors @ grad)
+    return torch.stack(losses).mean() if losses else scores.sum() * 0

@@ -1,5 +1,5 @@
 """InterWild (Moon, CVPR 2023, facebookresearch/InterWild), network part by part with its
-parameter names, so its released `snapshot_N.pth` loads (`handrecon.models.interwild_checkpoint`).
+parameter names, so its released `snapshot_N.pth` loads (`handrecon.models.released_checkpoint`).
 
 Stages (sizes are the defaults, InterWild's; `interwild_tiny` shrinks them). The input is the
 raw image in [0, 1] (no mean/std normalisation), 512x384.
@@ -51,6 +51,7 @@ from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
 from ..losses import ELEMENTWISE, masked_mean, root_relative_joints, root_relative_verts
 from .backbone import ResNet
+from . import released_checkpoint
 from .base import HandRegressor
 from .layers import identity_rot6d, sample_at, soft_argmax_2d, soft_argmax_3d, square_boxes
 
@@ -288,6 +289,8 @@ class TransNet(nn.Module):
 class InterWildNet(HandRegressor):
     """InterWild's `Model`: parameters under InterWild's names (body_backbone, body_box_net,
     hand_roi_net.backbone, hand_position_net, hand_rotation_net, hand_trans_net)."""
+
+    released_format = released_checkpoint.INTERWILD
 
     def __init__(self, hand_model, cfg: InterWildConfig):
         rules = _MASKED_MEAN_WEIGHTS if cfg.loss_rules == "masked_mean" else {}
