@@ -1,7 +1,7 @@
 """Run under torchrun by the trainer tests: trains, then writes this rank's weights, sample ids
 and final metrics.
 
-    ddp_worker.py regressor|generator CONFIG
+    ddp_worker.py regressor|generator CONFIG [resume]
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from safetensors.torch import save_file
 from handrecon.config import load_config
 
 
-def _trainer(kind: str, config: str):
+def _trainer(kind: str, config: str, resume: bool = False):
     if kind == "regressor":
         from handrecon.engine import Experiment, Trainer
 
-        trainer = Trainer(load_config(Experiment, config), progress=False)
+        trainer = Trainer(load_config(Experiment, config), progress=False, resume=resume)
         return trainer, trainer.model
     from synth.train import GeneratorExperiment, GeneratorTrainer
 
@@ -26,8 +26,8 @@ def _trainer(kind: str, config: str):
     return trainer, trainer.controlnet
 
 
-def main(kind: str, config: str) -> None:
-    trainer, model = _trainer(kind, config)
+def main(kind: str, config: str, resume: str = "") -> None:
+    trainer, model = _trainer(kind, config, resume == "resume")
     seen: list[str] = []
     loader = trainer.loader
 
@@ -50,4 +50,4 @@ def main(kind: str, config: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

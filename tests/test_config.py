@@ -679,10 +679,10 @@ BAD_VALUES = [
     (EXPERIMENT, ["augment.framing=body"], "augment.framing must be one of ['hands', 'image'], got 'body'"),
     (EXPERIMENT, ["model.options.input_size=[0, 64]"], "model.options.input_size[0] must be >= 1, got 0"),
     (EXPERIMENT, ["model.options.hand_size=0"], "model.options.hand_size must be >= 1, got 0"),
-    (EXPERIMENT, ["model.name=dir", "model.options.refine_stages=-1"], "model.options.refine_stages must be >= 0, got -1"),
+    (EXPERIMENT, ["model.name=dir", "model.options.root_joint=4"], "model.options.root_joint must be 0 (wrist) or 9 (middle MCP), got 4"),
     (EXPERIMENT, ["model.options.loss_weights.verts=-1"], "model.options.loss_weights.verts must be >= 0, got -1.0"),
     (EXPERIMENT, ["model.name=dir_tiny", "model.options.input_size=[64, 32]"],
-     "model.options.input_size must be square for the weak-perspective camera, got (64, 32)"),
+     "model.options.input_size must be square and a multiple of 32, got (64, 32)"),
     (EXPERIMENT, ["model.options.roi_boxes=box"], "model.options.roi_boxes must be 'pred' or 'gt', got 'box'"),
     (EXPERIMENT, ["model.options.loss=l2"], "model.options.loss must be one of ['l1', 'smooth_l1'], got 'l2'"),
     (EXPERIMENT, ["model.options.hand_size=x"], "expected int for 'model.options.hand_size', got 'x'"),
@@ -693,8 +693,9 @@ BAD_VALUES = [
      "roi_scale, rot_channels, sigma, trans_backbone, trans_channels, trans_heatmap, trans_pretrained, virtual_focal; "
      "did you mean 'model.options.hand_size'?)"),
     (EXPERIMENT, ["model.name=dir_tiny", "model.options.hand_size=64"],  # an option of another architecture
-     "unknown key 'model.options.hand_size' (valid keys under 'model.options': backbone, heads, hidden, init_scale, input_size, loss, "
-     "loss_weights, offset_scale, pca_components, pretrained, refine_stages; did you mean 'model.options.input_size'?)"),
+     "unknown key 'model.options.hand_size' (valid keys under 'model.options': backbone, coord_scale, decoder_channels, distances, "
+     "gcn_layers, input_size, joint_dim, joint_embed, loss_weights, pretrained, root_joint, ste_depth, ste_heads, ste_mlp_ratio; "
+     "did you mean 'model.options.input_size'?)"),
     (EXPERIMENT, ["model.options=[1]"], "--set model.options=[1]: expected mapping for 'model.options', got [1]"),
     (EXPERIMENT, ["model.hand_size=64"],  # the flat keys of older run configs
      "--set model.hand_size=64: unknown key 'model.hand_size' (valid keys under 'model': name, options)"),
@@ -796,6 +797,8 @@ def test_schema_defaults_load(spec):
         (EXPERIMENT, "configs/train_tiny.yaml"),
         (EXPERIMENT, "configs/interwild.yaml"),
         (EXPERIMENT, "configs/interwild_finetune.yaml"),
+        (EXPERIMENT, "configs/dir.yaml"),
+        (EXPERIMENT, "configs/dir_finetune.yaml"),
         (GENERATOR, "configs/synth_tiny.yaml"),
         (GENERATOR, "configs/synth_sd15.yaml"),
         ("synth.ablation:Ablation", "configs/ablation_tiny.yaml"),
@@ -810,11 +813,11 @@ def test_meaningful_edge_values_are_accepted():
     cfg = load_config(schema(EXPERIMENT), overrides=[
         "val.max_samples=null", "val.images=0", "train.val_every=0", "train.seed=0", "optim.weight_decay=0", "optim.grad_clip=null",
         "optim.betas=[0, 0]", "schedule.min_lr_ratio=1", "data.num_workers=0", SYNTH_SOURCE, "data.ratios={real: 0.75, synth: 0.25}",
-        "augment.flip_prob=0", "augment.rotation_prob=1", "model.name=dir", "model.options.refine_stages=0",
-        "model.options.loss_weights.verts=0",
+        "augment.flip_prob=0", "augment.rotation_prob=1", "model.name=dir", "model.options.root_joint=9",
+        "model.options.loss_weights.edge=0",
     ])  # fmt: skip
     assert cfg.data.ratios == {"real": 0.75, "synth": 0.25}
-    assert cfg.model.options == {"refine_stages": 0, "loss_weights": {"verts": 0.0}}
+    assert cfg.model.options == {"root_joint": 9, "loss_weights": {"edge": 0.0}}
 
 
 @dataclass

@@ -353,9 +353,10 @@ def test_model_losses_are_finite_on_2d_only_batches(coco, hand_model, name):
     assert terms and all(torch.isfinite(v) for v in terms.values()), terms
     for key, value in terms.items():  # every 3D term is masked out; the 2D terms are not
         base = key.rsplit("/", 1)[-1]
-        if base in ("joints", "mesh_joints", "verts", "mano_pose", "mano_shape", "rel_trans", "edges"):
+        three_d = ("joints", "mesh_joints", "verts", "mano_pose", "mano_shape", "rel_trans", "joint_xyz", "mesh_xyz", "mesh_uv", "offset", "edge", "normal")
+        if base in three_d:
             assert value == 0, key
-    two_d = ["joint_proj", "joint_img", "box_centre"] if name == "interwild_tiny" else ["stage0/joints2d"]
+    two_d = ["joint_proj", "joint_img", "box_centre"] if name == "interwild_tiny" else ["stage0/joint_uv", "stage2/joint_uv"]
     assert all(terms[k] > 0 for k in two_d), {k: terms[k] for k in two_d}
     sum(terms.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -364,7 +365,7 @@ def test_model_losses_are_finite_on_2d_only_batches(coco, hand_model, name):
     batch = default_collate([crop_to_input(fitted[i], model.input_size) for i in range(len(fitted))])
     terms = model.losses(model(batch), batch)
     assert all(torch.isfinite(v) for v in terms.values())
-    assert terms["mesh_joints" if name == "interwild_tiny" else "stage0/verts"] > 0
+    assert terms["mesh_joints" if name == "interwild_tiny" else "stage0/mesh_xyz"] > 0
 
 
 def test_metrics_rules_and_mixed_collation(coco, coco_val, hand_model, tmp_path):

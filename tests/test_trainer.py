@@ -410,6 +410,38 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path, mano_dir, procedur
         assert metrics[0][key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
 
 
+@pytest.mark.slow
+def test_dir_recipe_two_process_gloo_run_resumes_exactly(tmp_path, mano_dir, procedural_root):
+    """configs/dir.yaml at tiny size on 2 gloo processes: a run stopped after its step-2 checkpoint
+    and resumed ends with the weights of the uninterrupted 4-step run."""
+    from handrecon.config import save_config
+
+    tiny = [
+        f"out={tmp_path / 'a'}", f"mano_dir={mano_dir}", "model.name=dir_tiny", "model.options.pretrained=''",
+        f"data.sources.ih26m={{kind: ih26m, root: {procedural_root}, split: train}}", "data.batch_size=4", "data.num_workers=0",
+        "train.max_steps=4", "train.ckpt_every=2", "train.keep_last=5", "train.device=cpu", "val.dataset=procedural",
+        f"val.root={procedural_root}", "val.max_samples=4", "val.images=0",
+    ]  # fmt: skip
+    cfg = load_config(Experiment, REPO / "configs" / "dir.yaml", tiny)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.schedule.name, cfg.model.options["root_joint"]) == ("adamw", 5e-4, "cosine", 0)
+    save_config(cfg, tmp_path / "a.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_worker.py")]
+    done = subprocess.run([*cmd, "regressor", str(tmp_path / "a.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_a, run_b = Path(cfg.out), tmp_path / "b"
+    (run_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpt.step_dir(run_a, 2), ckpt.step_dir(run_b, 2))
+    save_config(dataclasses.replace(cfg, out=str(run_b)), tmp_path / "b.yaml")
+    shutil.copy(tmp_path / "b.yaml", run_b / "config.yaml")
+    done = subprocess.run([*cmd, "regressor", str(tmp_path / "b.yaml"), "resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final_a, final_b = _weights(ckpt.step_dir(run_a, 4)), _weights(ckpt.step_dir(run_b, 4))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert any(not torch.equal(final_a[k], _weights(ckpt.step_dir(run_a, 2))[k]) for k in final_a)
+    assert all(torch.equal(final_b[k], v) for k, v in load_file(str(run_b / "rank1.safetensors")).items())
+
+
 def test_each_torchrun_rank_gets_its_own_gpu(monkeypatch):
     from handrecon.engine.distributed import dist_info, pick_device
 

@@ -117,10 +117,12 @@ class ResNet(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         own = self.state_dict()
         state = {k: v for k, v in state.items() if not k.startswith("fc.") or k in own}
-        bad = sorted(set(own) ^ set(state)) + sorted(k for k in own if k in state and own[k].shape != state[k].shape)
+        needed = {k for k in own if not k.startswith("fc.")}  # a kept classifier may come from the file or not
+        bad = sorted(needed ^ set(state) - {k for k in own if k.startswith("fc.")})
+        bad += sorted(k for k in own if k in state and own[k].shape != state[k].shape)
         if bad:
             raise UserError(f"{path}: not a '{self.name}' state dict (mismatched keys: {bad[:5]})")
-        self.load_state_dict(state)
+        self.load_state_dict(state, strict=False)
 
     def forward(self, x: torch.Tensor, late: bool = False) -> torch.Tensor:
         if not late:

@@ -419,14 +419,21 @@ class DIRNet(HandRegressor):
             self.register_buffer(f"tips_{side}", torch.tensor(DIR_TIPS[side]), persistent=False)
         self.register_buffer("joint_order", torch.tensor(DIR_JOINT_ORDER), persistent=False)
         self.register_buffer("seg_weight", torch.tensor(SEG_CLASS_WEIGHTS), persistent=False)
-        faces = self.hand_model.faces_right
-        self.register_buffer("faces", faces, persistent=False)
+        self.register_buffer("faces", self.hand_model.faces_right, persistent=False)
+        # parameters DIR builds and never runs (the classifier, transformer block 0, the self-edge
+        # weights whose one-entry softmax is 1): kept for the checkpoint, frozen, so every trained
+        # parameter gets a gradient and DDP needs no find_unused_parameters
+        unused = [self.backbone.fc]
+        for stage in (self.decoder.projecter_4, self.decoder.projecter_3):
+            unused.append(stage.interaction.STEblocks[0])
+        for p in (*(q for m in unused for q in m.parameters()), *(m.e_0 for m in self.modules() if isinstance(m, PGraphConv))):
+            p.requires_grad_(False)
 
     @staticmethod
     def default_loss_weights() -> dict[str, float]:
         return {
             "joint_uv": 10.0, "mesh_uv": 10.0, "joint_xyz": 10.0, "mesh_xyz": 10.0, "offset": 10.0, "edge": 1.0, "normal": 0.1,
-            "seg": 0.1, "lovasz": 0.1, "dense": 1.0,
+            "seg": 0.1, "lovasz": 0.1, "dense": 1.0, "heads_unused": 1.0,
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------ MANO
@@ -539,6 +546,8 @@ class DIRNet(HandRegressor):
             flat_valid = mesh_valid.flatten()
             terms[p + "edge"] = _masked(edge_length_loss(pred, gt, self.faces), flat_valid)
             terms[p + "normal"] = _masked(normal_vector_loss(pred, gt, self.faces), flat_valid)
+        if "seg" not in batch or "dense" not in batch:  # heads without targets stay in the graph at zero (DDP)
+            terms["heads_unused"] = 0 * (out["seg"].sum() + out["dense"].sum())
         if "seg" in batch:
             seg = out["seg"]
             labels = F.interpolate(batch["seg"].float()[:, None], seg.shape[-2:], mode="nearest")[:, 0].long()

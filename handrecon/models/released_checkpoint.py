@@ -29,9 +29,14 @@ PREFIX = "module."
 @dataclass(frozen=True)
 class ReleasedFormat:
     label: str  # e.g. "InterWild snapshot", in messages
+    model: str  # the registered model of the original's sizes
     state_key: str  # the key of the network's state dict in the file
     ignored: str  # regex (re.search) of the keys skipped: buffers the network does not store
     ignored_note: str  # what those are, in the key report
+
+
+def _a(label: str) -> str:
+    return ("an " if label[0] in "AEIOU" else "a ") + label
 
 
 def is_snapshot_file(path: str | Path) -> bool:
@@ -47,21 +52,35 @@ def _format_of(model: nn.Module) -> ReleasedFormat:
     return fmt
 
 
-def read_snapshot(path: str | Path, fmt: ReleasedFormat) -> dict[str, torch.Tensor]:
-    """The network state of a released file, loaded with `weights_only=True`, `module.` stripped
-    (the skipped buffers still in)."""
-    path = Path(path)
+def _load(path: Path):
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path}: refused to load: it holds objects other than tensors and plain values ({refused_pickle_reason(exc)})") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise UserError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from exc
+
+
+def detect_format(path: str | Path) -> ReleasedFormat:
+    """Which original's file `path` is, from the key its network's state dict is stored under."""
+    data = _load(Path(path))
+    for fmt in _FORMATS:
+        if isinstance(data, dict) and isinstance(data.get(fmt.state_key), dict):
+            return fmt
+    keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
+    raise UserError(f"{path}: neither {' nor '.join(_a(f.label) for f in _FORMATS)} (found {keys})")
+
+
+def read_snapshot(path: str | Path, fmt: ReleasedFormat) -> dict[str, torch.Tensor]:
+    """The network state of a released file, loaded with `weights_only=True`, `module.` stripped
+    (the skipped buffers still in)."""
+    path = Path(path)
+    data = _load(path)
     if not isinstance(data, dict) or not isinstance(data.get(fmt.state_key), dict):
         keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
         others = [f.label for f in _FORMATS if f is not fmt and isinstance(data, dict) and isinstance(data.get(f.state_key), dict)]
-        hint = f"; it looks like a {others[0]}: load it into that architecture" if others else ""
-        raise UserError(f"{path}: not a {fmt.label} (expected a dict with '{fmt.state_key}'; found {keys}){hint}")
+        hint = f"; it looks like {_a(others[0])}: load it into that architecture" if others else ""
+        raise UserError(f"{path}: not {_a(fmt.label)} (expected a dict with '{fmt.state_key}'; found {keys}){hint}")
     return {(k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in data[fmt.state_key].items()}
 
 
@@ -106,10 +125,11 @@ def load_snapshot(model: nn.Module, path: str | Path, verbose: bool = True) -> d
 
 
 INTERWILD = ReleasedFormat(
-    "InterWild snapshot", "network", r"^mano_layer_(right|left)\.", "InterWild's MANO layer buffers"
+    "InterWild snapshot", "interwild", "network", r"^mano_layer_(right|left)\.", "InterWild's MANO layer buffers"
 )
 DIR = ReleasedFormat(
     "DIR checkpoint",
+    "dir",
     "net",
     r"(^|\.)mano_layer_(right|left)\.|\.img_gird$|^seg_loss\.weight$",
     "DIR's MANO layer buffers, bone-projection grids and segmentation class weights",
