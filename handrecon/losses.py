@@ -82,16 +82,3 @@ def hand_targets(batch: dict, hand_model) -> dict[str, torch.Tensor]:
         "mano_mask": batch["mano_valid"].bool(),
     }
 
-
-def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
-    """(F, 3) triangles -> (E, 2) unique undirected edges."""
-    pairs = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
-    return torch.unique(pairs, dim=0)
-
-
-def edge_length_error(pred: torch.Tensor, target: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """(B, V, 3) meshes, (E, 2) edges -> (B, E) | |pred edge| - |target edge| |."""
-    def lengths(v: torch.Tensor) -> torch.Tensor:
-        return (v[:, edges[:, 0]] - v[:, edges[:, 1]]).norm(dim=-1)
-
-    return (lengths(pred) - lengths(target)).abs()

@@ -112,10 +112,12 @@ def test_architecture_configs_report_bad_values_as_field_errors():
         InterWildConfig(roi_boxes="box")
     with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
         InterWildConfig(loss="l2")
-    with pytest.raises(FieldError, match=r"^loss must be one of \['l1', 'smooth_l1'\], got 'l2'$"):
-        DIRConfig(loss="l2")
-    with pytest.raises(FieldError, match=r"^input_size must be square for the weak-perspective camera, got \(64, 32\)$"):
+    with pytest.raises(FieldError, match=r"^root_joint must be 0 \(wrist\) or 9 \(middle MCP\), got 4$"):
+        DIRConfig(root_joint=4)
+    with pytest.raises(FieldError, match=r"^input_size must be square and a multiple of 32, got \(64, 32\)$"):
         DIRConfig(input_size=(64, 32))
+    with pytest.raises(FieldError, match=r"^ste_depth must be >= 2, got 1$"):
+        DIRConfig(ste_depth=1)
 
 
 def test_every_registered_preset_is_a_valid_config_of_its_schema():
@@ -294,3 +296,28 @@ def test_interwild_init_is_interwilds_on_the_heads_and_leaves_the_resnets(hand_m
     assert not nets["interwild"].hand_rotation_net.pose_out[0].bias.any() and rot.pose_out[0].bias.abs().sum() > 0
     with pytest.raises(ConfigError, match=r"interwild_tiny.init must be one of \['interwild', 'rest_pose'\], got 'zeros'"):
         create_model("interwild_tiny", hand_model, init="zeros")
+
+
+def test_dir_dense_terms_follow_the_seg_and_dense_maps(hand_model, procedural_root):
+    """With seg / dense maps in the batch DIR's three dense terms replace the zero placeholder and
+    train the heads; Lovasz-softmax is 0 for scores equal to the one-hot labels and, for one class,
+    the Lovasz extension of the Jaccard loss (errors sorted, weighted by Jaccard increments)."""
+    from handrecon.models.dir import lovasz_softmax
+
+    torch.manual_seed(0)
+    model = create_model("dir_tiny", hand_model)
+    batch = _batch(procedural_root, hand_model, model.input_size)
+    b, s = batch["image"].shape[:2]
+    assert "heads_unused" in model.losses(model(batch), batch)
+    batch["seg"] = torch.randint(0, 3, (b, s, s))
+    batch["dense"] = torch.rand(b, s, s, 3)
+    terms = model.losses(model(batch), batch)
+    assert "heads_unused" not in terms and all(terms[k] > 0 for k in ("seg", "lovasz", "dense"))
+    sum(terms.values()).backward()
+    assert model.decoder.seg[0].weight.grad.abs().sum() > 0 and model.decoder.dense[0].weight.grad.abs().sum() > 0
+    labels = torch.randint(0, 3, (2, 5, 5))
+    assert float(lovasz_softmax(torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float(), labels)) == 0.0
+    # one pixel of each of classes 0 and 1, scores 0.5 everywhere: per class errors (0.5, 0.5) with
+    # Jaccard increments (1/1, 0) -> 0.5; mean over the two present classes 0.5
+    scores = torch.full((1, 2, 1, 2), 0.5)
+    assert float(lovasz_softmax(scores, torch.tensor([[[0, 1]]]))) == pytest.approx(0.5)

@@ -542,21 +542,21 @@ class DIRNet(HandRegressor):
             terms[p + "joint_xyz"] = huber(stage["joint_xyz"] / k, gt_joint / k, joint_mask)
             terms[p + "mesh_xyz"] = huber(stage["mesh_xyz"] / k, gt_mesh / k, mesh_valid)
             terms[p + "offset"] = huber(stage["offset"], gt_offset / k, offset_mask)
-            pred, gt = (stage["mesh_xyz"] / k).flatten(0, 1), (gt_mesh / k).flatten(0, 1)
+            pred, gt = (stage["mesh_xyz"].float() / k).flatten(0, 1), (gt_mesh / k).flatten(0, 1)
             flat_valid = mesh_valid.flatten()
             terms[p + "edge"] = _masked(edge_length_loss(pred, gt, self.faces), flat_valid)
             terms[p + "normal"] = _masked(normal_vector_loss(pred, gt, self.faces), flat_valid)
         if "seg" not in batch or "dense" not in batch:  # heads without targets stay in the graph at zero (DDP)
             terms["heads_unused"] = 0 * (out["seg"].sum() + out["dense"].sum())
         if "seg" in batch:
-            seg = out["seg"]
+            seg = out["seg"].float()
             labels = F.interpolate(batch["seg"].float()[:, None], seg.shape[-2:], mode="nearest")[:, 0].long()
             terms["seg"] = F.cross_entropy(seg, labels, weight=self.seg_weight.to(seg.dtype))
             terms["lovasz"] = lovasz_softmax(seg, labels)
         if "dense" in batch:
             dense = out["dense"]
             gt = F.interpolate(batch["dense"].float().permute(0, 3, 1, 2), dense.shape[-2:], mode="bilinear")
-            terms["dense"] = F.huber_loss(dense, gt, delta=0.01)
+            terms["dense"] = F.huber_loss(dense.float(), gt, delta=0.01)
         return self.weigh(terms)
 
 
@@ -569,7 +569,7 @@ def _masked(per_item: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """DIR's SmoothL1Loss (a Huber loss, delta 0.01) averaged over every coordinate of the entries
     where `mask` (a prefix of pred's dims) holds; without invalid entries DIR's batch mean."""
-    err = F.huber_loss(pred, target, reduction="none", delta=0.01)
+    err = F.huber_loss(pred.float(), target.float(), reduction="none", delta=0.01)
     mask = mask.to(err.dtype)
     while mask.dim() < err.dim():
         mask = mask.unsqueeze(-1)

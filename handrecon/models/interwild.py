@@ -50,8 +50,8 @@ from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS
 from ..hand_model.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
 from ..losses import ELEMENTWISE, masked_mean, root_relative_joints, root_relative_verts
-from .backbone import ResNet
 from . import released_checkpoint
+from .backbone import ResNet
 from .base import HandRegressor
 from .layers import identity_rot6d, sample_at, soft_argmax_2d, soft_argmax_3d, square_boxes
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.ops import roi_align
-
-from ..camera import project, unproject
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,25 +24,6 @@ def normalize_image(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -
     m = torch.tensor(mean, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
     return (image - m) / s
-
-
-def mlp(sizes: list[int], final_act: bool = False) -> nn.Sequential:
-    """Linear layers with ReLU between them (and after the last one when `final_act`)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_act:
-            layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-def deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    """x2 upsampling by a 4x4 transposed convolution."""
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 def soft_argmax_2d(heatmap: torch.Tensor) -> torch.Tensor:
@@ -103,47 +81,6 @@ def crop_images(
     if flip is not None:
         crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
     return crops
-
-
-def image_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, K, 2) image pixels -> crop pixels of the (B, 4) square boxes cropped to `size`."""
-    side = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
-    return (points - boxes[:, None, :2]) * size / side - 0.5
-
-
-def crop_to_image(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Inverse of `image_to_crop`."""
-    side = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
-    return boxes[:, None, :2] + (points + 0.5) * side / size
-
-
-def heatmap_to_crop(coords: torch.Tensor, cells: int, size: int) -> torch.Tensor:
-    """Heatmap cell coordinates -> crop pixels (cell i is centred at (i + 0.5) size / cells - 0.5)."""
-    return (coords + 0.5) * size / cells - 0.5
-
-
-def mirror_x(points: torch.Tensor, width: int | float) -> torch.Tensor:
-    """Mirror the x coordinate of (..., >=1) pixel/cell coordinates about the centre of `width` cells."""
-    return torch.cat([width - 1 - points[..., :1], points[..., 1:]], -1)
-
-
-def crop_root_to_camera(
-    root_virtual: torch.Tensor, boxes: torch.Tensor, size: int, virtual_focal: float, focal: torch.Tensor, princpt: torch.Tensor
-) -> torch.Tensor:
-    """A point (B, 3) in the virtual camera of a crop (focal `virtual_focal`, principal point at the
-    crop centre) -> the same image point at the matching depth in the real camera.
-
-    The crop of a square box of side w is the real camera with focal f size / w; its pixel maps to
-    the image by `crop_to_image`. The depth scales by (f size / w) / virtual_focal, and the point
-    is back-projected through its image pixel, so it projects exactly where the crop put it.
-    """
-    centre = (size - 1) / 2.0
-    vf = torch.full_like(focal, virtual_focal)
-    pix_crop = project(root_virtual[:, None], vf, torch.full_like(focal, centre), behind="clamp")
-    pix_img = crop_to_image(pix_crop, boxes, size)[:, 0]
-    side = boxes[:, 2] - boxes[:, 0]
-    depth = root_virtual[:, 2] * focal.mean(-1) * size / side / virtual_focal
-    return unproject(pix_img[:, None], depth[:, None], focal, princpt)[:, 0]
 
 
 def identity_rot6d(n: int) -> torch.Tensor:
