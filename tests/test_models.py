@@ -298,26 +298,44 @@ def test_interwild_init_is_interwilds_on_the_heads_and_leaves_the_resnets(hand_m
         create_model("interwild_tiny", hand_model, init="zeros")
 
 
-def test_dir_dense_terms_follow_the_seg_and_dense_maps(hand_model, procedural_root):
-    """With seg / dense maps in the batch DIR's three dense terms replace the zero placeholder and
-    train the heads; Lovasz-softmax is 0 for scores equal to the one-hot labels and, for one class,
-    the Lovasz extension of the Jaccard loss (errors sorted, weighted by Jaccard increments)."""
+def test_dir_dense_terms_follow_the_seg_and_dense_maps(hand_model, procedural_root, tmp_path):
+    """The seg / dense heads train on the batch's maps, or on maps rendered from its ground-truth
+    meshes (dense only with a colour code); Lovasz-softmax is 0 for scores equal to the one-hot
+    labels and, for one class, the Lovasz extension of the Jaccard loss."""
     from handrecon.models.dir import lovasz_softmax
+    from handrecon.render.raster import rasterize
 
     torch.manual_seed(0)
     model = create_model("dir_tiny", hand_model)
     batch = _batch(procedural_root, hand_model, model.input_size)
     b, s = batch["image"].shape[:2]
-    assert "heads_unused" in model.losses(model(batch), batch)
-    batch["seg"] = torch.randint(0, 3, (b, s, s))
-    batch["dense"] = torch.rand(b, s, s, 3)
-    terms = model.losses(model(batch), batch)
-    assert "heads_unused" not in terms and all(terms[k] > 0 for k in ("seg", "lovasz", "dense"))
+    terms = model.losses(model(batch), batch)  # rendered seg, no colour code: no dense target
+    assert terms["seg"] > 0 and terms["lovasz"] > 0 and "dense" not in terms and "heads_unused" in terms
+    # the rendered classes are the two hands' silhouettes: 1 right, 2 left, 0 elsewhere
+    seg, dense, keep = model.render_targets(batch)
+    assert dense is None and torch.equal(keep, batch["mesh_valid"].bool().all(1)) and keep.any()
+    f, c = batch["focal"].float(), batch["princpt"].float()
+    right = rasterize(batch["verts"][:, :778].float(), hand_model.faces_right, f, c, (s, s)).mask[keep]
+    left = rasterize(batch["verts"][:, 778:].float(), hand_model.faces_left, f, c, (s, s)).mask[keep]
+    seg = seg[keep]
+    assert ((seg > 0) == (right | left)).all() and (right & ~left <= (seg == 1)).all() and (left & ~right <= (seg == 2)).all()
+    assert (seg == 1).any() and (seg == 2).any()
+    np.save(tmp_path / "colors.npy", np.random.default_rng(0).random((778, 3)))
+    coloured = create_model("dir_tiny", hand_model, dense_colors=str(tmp_path / "colors.npy"))
+    terms = coloured.losses(coloured(batch), batch)
+    assert terms["dense"] > 0 and "heads_unused" not in terms
     sum(terms.values()).backward()
-    assert model.decoder.seg[0].weight.grad.abs().sum() > 0 and model.decoder.dense[0].weight.grad.abs().sum() > 0
+    assert coloured.decoder.seg[0].weight.grad.abs().sum() > 0 and coloured.decoder.dense[0].weight.grad.abs().sum() > 0
+    batch["seg"] = torch.zeros(b, s, s, dtype=torch.long)  # maps in the batch win over rendered ones
+    batch["dense"] = torch.zeros(b, s, s, 3)
+    out = model(batch)
+    terms = model.losses(out, batch)
+    assert float(terms["dense"]) == pytest.approx(float(torch.nn.functional.huber_loss(out["dense"], torch.zeros_like(out["dense"]), delta=0.01)), rel=1e-5)
+    with pytest.raises(UserError, match="dense_colors file not found"):
+        create_model("dir_tiny", hand_model, dense_colors=str(tmp_path / "missing.npy"))
     labels = torch.randint(0, 3, (2, 5, 5))
     assert float(lovasz_softmax(torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float(), labels)) == 0.0
     # one pixel of each of classes 0 and 1, scores 0.5 everywhere: per class errors (0.5, 0.5) with
-    # Jaccard increments (1/1, 0) -> 0.5; mean over the two present classes 0.5
+    # Jaccard increments summing to 1 -> 0.5; the mean over the two present classes 0.5
     scores = torch.full((1, 2, 1, 2), 0.5)
     assert float(lovasz_softmax(scores, torch.tensor([[[0, 1]]]))) == pytest.approx(0.5)

@@ -21,7 +21,7 @@ ImageNet-normalised RGB.
    parameters; the joint features are projected back onto the image along the 20 bones (each
    cell within `distance` cells of a bone takes its end points' features, weighted by proximity)
    and fused (`fusion`) into the features of the next stage.
-4. **Dense heads**: from the last features, `seg` (3 classes: background, left, right) and `dense`
+4. **Dense heads**: from the last features, `seg` (3 classes: background, right, left) and `dense`
    (3 channels, the mesh-surface code) at 32x32.
 
 Each hand's MANO (6D root, 45 PCA components of the mean-hand pose space) goes through the hand
@@ -47,17 +47,22 @@ moved from the root joints to the wrists along the predicted hands otherwise.
 Losses (DIR's, `loss_weights` names): Huber (delta 0.01) on 2D joints/mesh (`joint_uv`, `mesh_uv`),
 3D joints/mesh relative to the root joint divided by 0.15 (`joint_xyz`, `mesh_xyz`), the offset
 (`offset`), each x10; mesh edge lengths x1 (`edge`) and face normals x0.1 (`normal`) on the same
-/0.15 meshes; every stage is supervised (`stage{k}/` terms). With `seg` / `dense` targets in the
-batch (B, H, W) labels, (B, H, W, 3) in [0, 1]: cross-entropy (class weights 0.1, 0.45, 0.45) x0.1,
-Lovasz-softmax on the raw logits x0.1 and dense Huber x1. No MANO-parameter loss. Entries without a
-label are left out of each mean (DIR's data labels every entry, where this is DIR's mean).
+/0.15 meshes; every stage is supervised (`stage{k}/` terms). On the seg and dense maps, (B, H, W)
+labels and (B, H, W, 3) in [0, 1] at the input size, taken from the batch (`seg`, `dense`) or
+rendered from its ground-truth meshes (`dense_targets: render`, the dense one only with
+`dense_colors`) and downsampled to the heads' size (nearest / bilinear, as DIR): cross-entropy
+(class weights 0.1, 0.45, 0.45) x0.1, Lovasz-softmax on the raw logits x0.1 and dense Huber x1.
+No MANO-parameter loss. Entries without a label are left out of each mean (DIR's data labels every
+entry, where this is DIR's mean).
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
@@ -82,7 +87,7 @@ DIR_JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 
 PARAMS = 6 + 45 + 10 + 3  # root 6D, PCA pose, betas, weak-perspective camera
 BONES_PARENT = tuple(a for a, _ in SKELETON_21)
 BONES_CHILD = tuple(b for _, b in SKELETON_21)
-SEG_CLASS_WEIGHTS = (0.1, 0.45, 0.45)  # background, left, right
+SEG_CLASS_WEIGHTS = (0.1, 0.45, 0.45)  # background, right, left
 
 
 @dataclass
@@ -100,6 +105,13 @@ class DIRConfig:
     ste_mlp_ratio: float = 2.0
     distances: tuple[float, float] = (1.0, 2.0)  # bone-projection radius in cells, per refinement stage
     coord_scale: float = 0.15  # metres per unit of the normalised 3D coordinates and of the offset
+    # targets of the seg / dense heads when a batch has no `seg` / `dense` maps: 'render' draws them
+    # from the batch's ground-truth meshes at the input size (as DIR's prepare_data.py renders its
+    # masks), 'none' leaves those terms out
+    dense_targets: str = "render"
+    # per-vertex colour code (778, 3) in [0, 1] for the rendered dense target: a .npy file, e.g.
+    # IntagHand's misc/v_color.pkl saved with numpy; '' renders no dense target (seg only)
+    dense_colors: str = ""
     loss_weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight >= 0 (0: off)
 
     def __post_init__(self) -> None:
@@ -113,6 +125,8 @@ class DIRConfig:
             raise FieldError("root_joint", "0 (wrist) or 9 (middle MCP)", self.root_joint)
         if self.joint_embed % self.ste_heads:
             raise FieldError("joint_embed", f"a multiple of ste_heads ({self.ste_heads})", self.joint_embed)
+        if self.dense_targets not in ("render", "none"):
+            raise FieldError("dense_targets", "'render' or 'none'", self.dense_targets)
         if self.decoder_channels % 4:
             raise FieldError("decoder_channels", "a multiple of 4", self.decoder_channels)
 
@@ -420,6 +434,7 @@ class DIRNet(HandRegressor):
         self.register_buffer("joint_order", torch.tensor(DIR_JOINT_ORDER), persistent=False)
         self.register_buffer("seg_weight", torch.tensor(SEG_CLASS_WEIGHTS), persistent=False)
         self.register_buffer("faces", self.hand_model.faces_right, persistent=False)
+        self.register_buffer("dense_colors", load_dense_colors(cfg.dense_colors), persistent=False)
         # parameters DIR builds and never runs (the classifier, transformer block 0, the self-edge
         # weights whose one-entry softmax is 1): kept for the checkpoint, frozen, so every trained
         # parameter gets a gradient and DDP needs no find_unused_parameters
@@ -514,6 +529,25 @@ class DIRNet(HandRegressor):
                              stage["mano_para"][..., 51:61], batch)  # fmt: skip
 
     # ------------------------------------------------------------------------------ losses
+    @torch.no_grad()
+    def render_targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The seg map (B, H, W) (0 background, 1 right hand, 2 left hand: the classes DIR's
+        loader gives the meshes its mask renderer draws) and, with `dense_colors`, the dense map
+        (B, H, W, 3) of the batch's ground-truth meshes at the input size; and which samples have
+        both meshes (the others are left out: an unlabelled hand would read as background)."""
+        from ..render.raster import interpolate, rasterize
+
+        size = tuple(self.input_size)
+        verts = batch["verts"].float()
+        frags = rasterize(verts, self.hand_model.faces_two_hand, batch["focal"].float(), batch["princpt"].float(), size)
+        faces = self.hand_model.faces_right.shape[0]
+        seg = torch.where(frags.mask, torch.where(frags.face_idx < faces, 1, 2), 0)
+        dense = None
+        if self.dense_colors.numel():
+            colors = self.dense_colors.to(verts.dtype).repeat(2, 1).expand(verts.shape[0], -1, -1)
+            dense = interpolate(frags, self.hand_model.faces_two_hand, colors)
+        return seg, dense, batch["mesh_valid"].bool().all(1)
+
     def losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         """DIR's terms (module docstring), each a Huber mean over the labelled entries."""
         k, size, r = self.cfg.coord_scale, self.input_size[0], self.cfg.root_joint
@@ -546,18 +580,37 @@ class DIRNet(HandRegressor):
             flat_valid = mesh_valid.flatten()
             terms[p + "edge"] = _masked(edge_length_loss(pred, gt, self.faces), flat_valid)
             terms[p + "normal"] = _masked(normal_vector_loss(pred, gt, self.faces), flat_valid)
-        if "seg" not in batch or "dense" not in batch:  # heads without targets stay in the graph at zero (DDP)
+        seg_gt, dense_gt, valid = batch.get("seg"), batch.get("dense"), None
+        if (seg_gt is None or dense_gt is None) and self.cfg.dense_targets == "render":
+            rendered_seg, rendered_dense, valid = self.render_targets(batch)
+            seg_gt = rendered_seg if seg_gt is None else seg_gt
+            dense_gt = rendered_dense if dense_gt is None else dense_gt
+        if seg_gt is None or dense_gt is None:  # heads without targets stay in the graph at zero (DDP)
             terms["heads_unused"] = 0 * (out["seg"].sum() + out["dense"].sum())
-        if "seg" in batch:
-            seg = out["seg"].float()
-            labels = F.interpolate(batch["seg"].float()[:, None], seg.shape[-2:], mode="nearest")[:, 0].long()
+        keep = torch.ones(b, dtype=torch.bool, device=out["seg"].device) if valid is None else valid
+        if seg_gt is not None and keep.any():
+            seg = out["seg"].float()[keep]
+            labels = F.interpolate(seg_gt.float()[keep][:, None], seg.shape[-2:], mode="nearest")[:, 0].long()
             terms["seg"] = F.cross_entropy(seg, labels, weight=self.seg_weight.to(seg.dtype))
             terms["lovasz"] = lovasz_softmax(seg, labels)
-        if "dense" in batch:
-            dense = out["dense"]
-            gt = F.interpolate(batch["dense"].float().permute(0, 3, 1, 2), dense.shape[-2:], mode="bilinear")
-            terms["dense"] = F.huber_loss(dense.float(), gt, delta=0.01)
+        if dense_gt is not None and keep.any():
+            dense = out["dense"].float()[keep]
+            gt = F.interpolate(dense_gt.float()[keep].permute(0, 3, 1, 2), dense.shape[-2:], mode="bilinear")
+            terms["dense"] = F.huber_loss(dense, gt, delta=0.01)
         return self.weigh(terms)
+
+
+def load_dense_colors(path: str) -> torch.Tensor:
+    """(778, 3) per-vertex colours in [0, 1] from a .npy file; (0, 3) for ''."""
+    if not path:
+        return torch.zeros(0, 3)
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"dense_colors file not found: {file}; save the (778, 3) per-vertex colour code there as .npy, or set dense_colors to ''")
+    colors = np.load(file, allow_pickle=False)
+    if colors.shape != (NUM_VERTS, 3) or not np.isfinite(colors).all() or colors.min() < 0 or colors.max() > 1:
+        raise UserError(f"{file}: dense_colors must be (778, 3) values in [0, 1], got shape {colors.shape}")
+    return torch.from_numpy(colors.astype(np.float32))
 
 
 def _masked(per_item: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
