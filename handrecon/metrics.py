@@ -93,6 +93,11 @@ scale 1), so the scores ignore the prediction's scale entirely.
   unscaled. off_pred is the predicted meshes' MCP difference, or with `pred['rel_trans']` the MCP
   offset it implies: (R9 - R0) - (L9 - L0) - rel_trans. The norm does not depend on the sign.
 
+`dir_wrist` (`protocol='dir_wrist'`): the same with the wrist as the root joint, DIR's released
+apps/eval.py default (root_joint=0; the scale is still the wrist-to-middle-MCP bone): keys
+`dir/{mpvpe,mpjpe}[_right|_left]_wrist_scaled_mm`, `dir/mrrpe_wrist_mm` (off = right wrist - left
+wrist; with `rel_trans`, -rel_trans).
+
 Bootstrap
 ---------
 Every summary value is a function of per-sample sums (`EvalResult.stats`: sums and counts per
@@ -572,29 +577,29 @@ class InterWildStrictProtocol(InterWildProtocol):
     ranking = f"{P}/mpvpe_wrist_mm"
 
 
-@register_protocol("dir")
 class DIRProtocol:
-    """Middle-MCP alignment with ground-truth bone-length scaling; see the module docstring."""
+    """Root alignment with ground-truth bone-length scaling; see the module docstring. Subclasses
+    fix the root joint (`ROOT`) and its key token (`ALIGN`)."""
 
     P = "dir"
-    ranking = f"{P}/mpvpe_mcp_scaled_mm"
+    ROOT, ALIGN = MIDDLE_MCP, "mcp"
 
-    @staticmethod
-    def per_sample(pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
-        P, G = pred["verts"], gt["verts"]
+    @classmethod
+    def per_sample(cls, pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
+        P, G, r = pred["verts"], gt["verts"], cls.ROOT
         pj, gj = hand_joints(P, regressors), hand_joints(G, regressors)
         selected = (gt["hand_type"] == INTERACTING) & gt["mesh_valid"].all(1)
         valid = selected[:, None].expand(-1, 2)
         scale = bone_scale(pj, gj)
-        off_gt = gj[:, 0, MIDDLE_MCP] - gj[:, 1, MIDDLE_MCP]  # right - left, DIR's gt_offset
-        if "rel_trans" in pred:  # wrists placed by the predicted rel, then the MCP difference
-            off_pred = (pj[:, 0, MIDDLE_MCP] - pj[:, 0, WRIST]) - (pj[:, 1, MIDDLE_MCP] - pj[:, 1, WRIST]) - pred["rel_trans"]
+        off_gt = gj[:, 0, r] - gj[:, 1, r]  # right - left, DIR's gt_offset
+        if "rel_trans" in pred:  # wrists placed by the predicted rel, then the roots' difference
+            off_pred = (pj[:, 0, r] - pj[:, 0, WRIST]) - (pj[:, 1, r] - pj[:, 1, WRIST]) - pred["rel_trans"]
         else:
-            off_pred = pj[:, 0, MIDDLE_MCP] - pj[:, 1, MIDDLE_MCP]
+            off_pred = pj[:, 0, r] - pj[:, 1, r]
         flat = (pj.reshape(-1, 2 * NUM_JOINTS, 3), gj.reshape(-1, 2 * NUM_JOINTS, 3))
         return {
-            "mpvpe": mpvpe_per_hand(P, G, valid, regressors, root=MIDDLE_MCP, scale=scale, joints=(pj, gj)),
-            "joint_err": joint_errors(*flat, valid.repeat_interleave(NUM_JOINTS, 1), root=MIDDLE_MCP, scale=scale),
+            "mpvpe": mpvpe_per_hand(P, G, valid, regressors, root=r, scale=scale, joints=(pj, gj)),
+            "joint_err": joint_errors(*flat, valid.repeat_interleave(NUM_JOINTS, 1), root=r, scale=scale),
             "mrrpe": mrrpe_per_sample(off_pred, off_gt, selected),
         }
 
@@ -609,27 +614,42 @@ class DIRProtocol:
             "mrrpe": _sum_count(raw["mrrpe"]),
         }
 
-    @staticmethod
-    def aggregate(s: Stats) -> dict[str, np.ndarray]:
-        P, out = DIRProtocol.P, {}
+    @classmethod
+    def aggregate(cls, s: Stats) -> dict[str, np.ndarray]:
+        P, A, out = cls.P, cls.ALIGN, {}
         for metric in ("mpvpe", "mpjpe"):
             right, left = _ratio(s[f"{metric}_right"]), _ratio(s[f"{metric}_left"])
-            out[f"{P}/{metric}_mcp_scaled_mm"] = (right + left) / 2  # DIR's "all": mean of the side means
-            out[f"{P}/{metric}_right_mcp_scaled_mm"] = right
-            out[f"{P}/{metric}_left_mcp_scaled_mm"] = left
-        out[f"{P}/mrrpe_mm"] = _ratio(s["mrrpe"])
+            out[f"{P}/{metric}_{A}_scaled_mm"] = (right + left) / 2  # DIR's "all": mean of the side means
+            out[f"{P}/{metric}_right_{A}_scaled_mm"] = right
+            out[f"{P}/{metric}_left_{A}_scaled_mm"] = left
+        out[f"{P}/mrrpe_{A}_mm" if A != "mcp" else f"{P}/mrrpe_mm"] = _ratio(s["mrrpe"])
         return out
 
-    @staticmethod
-    def report(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        P = DIRProtocol.P
+    @classmethod
+    def report(cls, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        P, A = cls.P, cls.ALIGN
         return {
-            f"{P}/mpvpe_right_mcp_scaled_mm": raw["mpvpe"][:, 0],
-            f"{P}/mpvpe_left_mcp_scaled_mm": raw["mpvpe"][:, 1],
-            f"{P}/mpvpe_mcp_scaled_mm": nanmean(raw["mpvpe"]),
-            f"{P}/mpjpe_mcp_scaled_mm": nanmean(raw["joint_err"]),
-            f"{P}/mrrpe_mm": raw["mrrpe"],
+            f"{P}/mpvpe_right_{A}_scaled_mm": raw["mpvpe"][:, 0],
+            f"{P}/mpvpe_left_{A}_scaled_mm": raw["mpvpe"][:, 1],
+            f"{P}/mpvpe_{A}_scaled_mm": nanmean(raw["mpvpe"]),
+            f"{P}/mpjpe_{A}_scaled_mm": nanmean(raw["joint_err"]),
+            f"{P}/mrrpe_{A}_mm" if A != "mcp" else f"{P}/mrrpe_mm": raw["mrrpe"],
         }
+
+
+@register_protocol("dir")
+class DIRMCPProtocol(DIRProtocol):
+    """IntagHand's root: the middle MCP (DIR's eval with root_joint=9)."""
+
+    ranking = "dir/mpvpe_mcp_scaled_mm"
+
+
+@register_protocol("dir_wrist")
+class DIRWristProtocol(DIRProtocol):
+    """DIR's released eval default: the wrist (root_joint=0)."""
+
+    ROOT, ALIGN = WRIST, "wrist"
+    ranking = "dir/mpvpe_wrist_scaled_mm"
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -326,7 +326,10 @@ def _naive_interwild_strict(pred, gt, regs, dataset):
     return _naive_summary("interwild_strict", vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
 
 
-def _naive_dir(pred, gt, regs):
+def _naive_dir(pred, gt, regs, root=9):
+    """DIR's apps/eval.py per sample: each hand aligned at joint `root` and scaled by the gt/pred
+    wrist-to-middle-MCP bone; the roots' offset for MRRPE."""
+    align = "mcp" if root == 9 else "wrist"
     verts_err = {"right": [], "left": []}
     joints_err = {"right": [], "left": []}
     root_err = []
@@ -339,18 +342,18 @@ def _naive_dir(pred, gt, regs):
         gj = [regs[h] @ G[h] for h in range(2)]
         for h, side in enumerate(SIDES):
             scale = np.linalg.norm(gj[h][9] - gj[h][0]) / np.linalg.norm(pj[h][9] - pj[h][0])
-            verts_err[side] += list(np.linalg.norm((P[h] - pj[h][9]) * scale - (G[h] - gj[h][9]), axis=1))
-            joints_err[side] += list(np.linalg.norm((pj[h] - pj[h][9]) * scale - (gj[h] - gj[h][9]), axis=1))
+            verts_err[side] += list(np.linalg.norm((P[h] - pj[h][root]) * scale - (G[h] - gj[h][root]), axis=1))
+            joints_err[side] += list(np.linalg.norm((pj[h] - pj[h][root]) * scale - (gj[h] - gj[h][root]), axis=1))
         left_pred = pj[1]
         if "rel_trans" in pred:  # put the left wrist at right wrist + rel
             left_pred = pj[1] - pj[1][0] + pj[0][0] + pred["rel_trans"][i]
-        root_err.append(np.linalg.norm((gj[0][9] - gj[1][9]) - (pj[0][9] - left_pred[9])))
-    out = {"dir/mrrpe_mm": _mean(root_err) * 1000}
+        root_err.append(np.linalg.norm((gj[0][root] - gj[1][root]) - (pj[0][root] - left_pred[root])))
+    out = {"dir/mrrpe_mm" if root == 9 else "dir/mrrpe_wrist_mm": _mean(root_err) * 1000}
     for metric, errs in (("mpvpe", verts_err), ("mpjpe", joints_err)):
         right, left = _mean(errs["right"]) * 1000, _mean(errs["left"]) * 1000
-        out[f"dir/{metric}_right_mcp_scaled_mm"] = right
-        out[f"dir/{metric}_left_mcp_scaled_mm"] = left
-        out[f"dir/{metric}_mcp_scaled_mm"] = (right + left) / 2
+        out[f"dir/{metric}_right_{align}_scaled_mm"] = right
+        out[f"dir/{metric}_left_{align}_scaled_mm"] = left
+        out[f"dir/{metric}_{align}_scaled_mm"] = (right + left) / 2
     return out
 
 
@@ -384,11 +387,15 @@ def test_equals_naive_loop(hand_model, regs, dataset):
                 assert got[key] == pytest.approx(ref[key], abs=1e-4, nan_ok=True), (name, key)
                 undefined = dataset == "mscoco" and ("rrve" in key or "mrrpe" in key)  # no relative placement annotated
                 assert math.isnan(ref[key]) == undefined, (name, key)  # the case exercises every key the dataset defines
-        got = evaluate(p, gt, protocol="dir", dataset=dataset, regressors=regs).summary
-        ref = _naive_dir(p, gt, regs)
-        assert set(got) == set(ref) == DIR_KEYS
-        for key in ref:
-            assert got[key] == pytest.approx(ref[key], abs=1e-4), (name, key)
+        scores = {}
+        for protocol, root in (("dir", 9), ("dir_wrist", 0)):
+            got = scores[protocol] = evaluate(p, gt, protocol=protocol, dataset=dataset, regressors=regs).summary
+            ref = _naive_dir(p, gt, regs, root)
+            assert set(got) == set(ref) and (root == 0 or set(ref) == DIR_KEYS)
+            for key in ref:
+                assert got[key] == pytest.approx(ref[key], abs=1e-4), (name, protocol, key)
+        # the root joint matters: the two alignments score the same predictions differently
+        assert scores["dir_wrist"]["dir/mpvpe_wrist_scaled_mm"] != pytest.approx(scores["dir"]["dir/mpvpe_mcp_scaled_mm"], abs=1e-3)
 
 
 def test_chunking_does_not_change_results(hand_model, regs, monkeypatch):

@@ -29,7 +29,7 @@ class ValConfig:
     dataset: str | None = None  # a registered dataset (ih26m, procedural, reih, hic): its reader and metric rules
     root: str = ""
     split: str = "val"
-    protocol: str = field(default="interwild", metadata={"choices": ("interwild", "dir")})
+    protocol: str = field(default="interwild", metadata={"choices": ("interwild", "dir", "dir_wrist")})
     max_samples: int | None = 512  # the first N (>= 1) samples of the split (a fixed subset); null: all
     batch_size: int = 16  # >= 1
     images: int = 8  # samples drawn with their predicted mesh per validation (0: none)
