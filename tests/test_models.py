@@ -1,6 +1,8 @@
 """Regressors: output contract, gradients, the mirrored left-hand path, weights, overfitting."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -339,3 +341,65 @@ def test_dir_dense_terms_follow_the_seg_and_dense_maps(hand_model, procedural_ro
     # Jaccard increments summing to 1 -> 0.5; the mean over the two present classes 0.5
     scores = torch.full((1, 2, 1, 2), 0.5)
     assert float(lovasz_softmax(scores, torch.tensor([[[0, 1]]]))) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("root_joint", [0, 9])
+def test_dir_places_each_hand_by_its_weak_perspective_camera_and_rel_trans_by_the_offset(hand_model, procedural_root, root_joint):
+    """Each hand's root joint sits at depth 2 f / (|s| S) (at most 10 m) on the ray of its pixel (t + 1) S / 2;
+    rel_trans (left wrist - right wrist) is -0.15 offset moved from the root joints to the wrists."""
+    from handrecon.camera import project
+
+    torch.manual_seed(0)
+    model = create_model("dir_tiny", hand_model, root_joint=root_joint).eval()
+    batch = _batch(procedural_root, hand_model, model.input_size)
+    with torch.no_grad():
+        for layer in (model.decoder.projecter_3.regressor.mano_left, model.decoder.projecter_3.regressor.mano_right):
+            layer.bias[61] = 5.0  # a weak-perspective scale of a hand in view (depths well under the 10 m cap)
+        out = model(batch)
+    last = out["stages"][-1]
+    s = model.input_size[0]
+    cam = last["mano_para"][..., -3:]
+    roots = out["verts"].reshape(-1, 2, 778, 3)[:, :, 0] - last["mesh_xyz"][:, :, 0]  # (B, 2, 3)
+    f = batch["focal"].float().mean(-1, keepdim=True)
+    assert (roots[..., 2] < 9).all()
+    torch.testing.assert_close(roots[..., 2], (2 * f / (cam[..., 0].abs() * s)).clamp(max=10.0), rtol=1e-4, atol=1e-5)
+    px = project(roots, batch["focal"].float(), batch["princpt"].float())
+    torch.testing.assert_close(px, (cam[..., 1:] + 1) * s / 2, rtol=1e-4, atol=1e-3)
+    joints = last["joint_xyz"]  # relative to the root joint: the wrist is at minus the root
+    wrists_rel = -0.15 * last["offset"] + joints[:, 1, 0] - joints[:, 0, 0]
+    torch.testing.assert_close(out["rel_trans"], wrists_rel)
+    if root_joint == 0:
+        torch.testing.assert_close(out["rel_trans"], -0.15 * last["offset"])
+
+
+@pytest.mark.slow
+def test_a_dir_checkpoint_is_scored_with_the_interwild_protocol_on_hic(hand_model, tmp_path):
+    """tools/eval.py scores a dir checkpoint on HIC under --protocol interwild: the model reads the
+    two-hand crop, and MRRPE (from DIR's offset) is defined."""
+    import json
+    import subprocess
+    import sys
+
+    from fixtures_formats import make_hic_fixture
+    from safetensors.torch import save_file
+
+    from handrecon.config import load_config, save_config
+    from handrecon.engine import Experiment
+    from handrecon.engine.checkpoint import CONFIG, WEIGHTS
+    from handrecon.hand_model.standin import write_standin_mano
+
+    write_standin_mano(tmp_path / "mano")
+    make_hic_fixture(tmp_path / "hic", hand_model)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.manual_seed(0)
+    model = create_model("dir_tiny", hand_model)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / WEIGHTS))
+    save_config(load_config(Experiment, None, ["model.name=dir_tiny", f"mano_dir={tmp_path / 'mano'}"]), ckpt / CONFIG)
+    cmd = [sys.executable, "tools/eval.py", "--checkpoint", str(ckpt), "--dataset", "hic", "--data-root", str(tmp_path / "hic"),
+           "--split", "test", "--protocol", "interwild", "--out", str(tmp_path / "eval"), "--mano-dir", str(tmp_path / "mano")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "framing: hands" in done.stdout
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert np.isfinite(scores["interwild/mrrpe_mm"]) and np.isfinite(scores["interwild/mpvpe_all_wrist_mm"])

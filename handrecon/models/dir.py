@@ -40,7 +40,8 @@ Outputs: every stage (`stages`: initial, refinement 1, refinement 2) carries DIR
 right hand first: `mano_para` (B, 2, 64), `joint_xyz` (B, 2, 21, 3) and `mesh_xyz` (B, 2, 778, 3)
 relative to the root joint, `joint_uv` / `mesh_uv` (B, 2, *, 2), `offset` (B, 3). The toolkit's
 common outputs come from the last stage: each hand's root is placed in the camera of the input
-image through its weak-perspective camera (root pixel (t + 1) S / 2, depth 2 f / (|s| S));
+image through its weak-perspective camera (root pixel (t + 1) S / 2, depth 2 f / (|s| S), at most
+10 m);
 `rel_trans` (left wrist minus right wrist) is DIR's offset: -0.15 offset for the wrist root, and
 moved from the root joints to the wrists along the predicted hands otherwise.
 
@@ -88,6 +89,7 @@ PARAMS = 6 + 45 + 10 + 3  # root 6D, PCA pose, betas, weak-perspective camera
 BONES_PARENT = tuple(a for a, _ in SKELETON_21)
 BONES_CHILD = tuple(b for _, b in SKELETON_21)
 SEG_CLASS_WEIGHTS = (0.1, 0.45, 0.45)  # background, right, left
+MAX_DEPTH = 10.0  # metres: a weak-perspective scale near 0 (an untrained model) places its hand no farther
 
 
 @dataclass
@@ -520,7 +522,7 @@ class DIRNet(HandRegressor):
         focal, princpt = batch["focal"].float(), batch["princpt"].float()
         cam = stage["mano_para"][..., -3:]  # (B, 2, 3)
         root_px = (cam[..., 1:] + 1) * size / 2
-        depth = 2 * focal.mean(-1, keepdim=True) / (cam[..., 0].abs().clamp(min=1e-4) * size)
+        depth = (2 * focal.mean(-1, keepdim=True) / (cam[..., 0].abs().clamp(min=1e-6) * size)).clamp(max=MAX_DEPTH)
         roots = unproject(root_px, depth, focal, princpt)  # (B, 2, 3)
         joint = stage["joint_xyz"]
         rel_trans = -self.cfg.coord_scale * stage["offset"] + joint[:, 1, 0] - joint[:, 0, 0]  # joints are root-relative
