@@ -693,9 +693,9 @@ BAD_VALUES = [
      "roi_scale, rot_channels, sigma, trans_backbone, trans_channels, trans_heatmap, trans_pretrained, virtual_focal; "
      "did you mean 'model.options.hand_size'?)"),
     (EXPERIMENT, ["model.name=dir_tiny", "model.options.hand_size=64"],  # an option of another architecture
-     "unknown key 'model.options.hand_size' (valid keys under 'model.options': backbone, coord_scale, decoder_channels, distances, "
-     "gcn_layers, input_size, joint_dim, joint_embed, loss_weights, pretrained, root_joint, ste_depth, ste_heads, ste_mlp_ratio; "
-     "did you mean 'model.options.input_size'?)"),
+     "unknown key 'model.options.hand_size' (valid keys under 'model.options': backbone, coord_scale, decoder_channels, dense_colors, "
+     "dense_targets, distances, gcn_layers, input_size, joint_dim, joint_embed, loss_weights, pretrained, root_joint, ste_depth, "
+     "ste_heads, ste_mlp_ratio; did you mean 'model.options.input_size'?)"),
     (EXPERIMENT, ["model.options=[1]"], "--set model.options=[1]: expected mapping for 'model.options', got [1]"),
     (EXPERIMENT, ["model.hand_size=64"],  # the flat keys of older run configs
      "--set model.hand_size=64: unknown key 'model.hand_size' (valid keys under 'model': name, options)"),

@@ -98,7 +98,7 @@ class DIRConfig:
     pretrained: str = ""  # local torchvision/timm ResNet weights file for the backbone ('' = random init)
     input_size: tuple[int, int] = (256, 256)  # square, a multiple of 32
     root_joint: int = 0  # joint the meshes and the offset are relative to: 0 wrist (released model), 9 middle MCP
-    decoder_channels: int = 256  # fDim: channels of the refinement features
+    decoder_channels: int = 256  # fDim: channels of the refinement features; even
     joint_embed: int = 128  # emd_dim: per-joint features in the graph convolution and the transformer
     joint_dim: int = 64  # per-joint features after the transformer (re-regression, bone projection)
     gcn_layers: int = 4
@@ -129,8 +129,8 @@ class DIRConfig:
             raise FieldError("joint_embed", f"a multiple of ste_heads ({self.ste_heads})", self.joint_embed)
         if self.dense_targets not in ("render", "none"):
             raise FieldError("dense_targets", "'render' or 'none'", self.dense_targets)
-        if self.decoder_channels % 4:
-            raise FieldError("decoder_channels", "a multiple of 4", self.decoder_channels)
+        if self.decoder_channels % 2:
+            raise FieldError("decoder_channels", "even (its blocks halve it)", self.decoder_channels)
 
 
 def robust_rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
