@@ -24,14 +24,20 @@ def _snapshot(model, path, extra=None):
     return path
 
 
-def test_snapshot_loads_with_a_key_report_and_other_files_are_refused(hand_model, tmp_path, capsys):
+def _round_trip(name, write, path, label, ignored, hand_model, capsys):
+    """A seeded `name` saved by `write` in the original's format loads back equal, with its key report."""
     torch.manual_seed(0)
-    source = create_model("interwild_tiny", hand_model)
-    path = _snapshot(source, tmp_path / "snapshot_4.pth")
-    model = create_model("interwild_tiny", hand_model, checkpoint=path)
-    assert f"{len(source.state_dict())} matched, 0 missing, 0 unexpected, 0 mismatched, 1 ignored" in capsys.readouterr().out
+    source = create_model(name, hand_model)
+    write(source, path)
+    model = create_model(name, hand_model, checkpoint=path)
+    assert f"{label}: {len(source.state_dict())} matched, 0 missing, 0 unexpected, 0 mismatched, {ignored} ignored" in capsys.readouterr().out
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+    return source, path
+
+
+def test_snapshot_loads_with_a_key_report_and_other_files_are_refused(hand_model, tmp_path, capsys):
+    source, path = _round_trip("interwild_tiny", _snapshot, tmp_path / "snapshot_4.pth", "InterWild snapshot keys", 1, hand_model, capsys)
     with pytest.raises(UserError, match=r"snapshot_4\.pth: not a DIR checkpoint .*; it looks like an InterWild snapshot"):
         create_model("dir_tiny", hand_model, checkpoint=path)
     odd = _snapshot(source, tmp_path / "odd.pth", {"module.hand_trans_net.extra": torch.zeros(1)})
@@ -69,13 +75,7 @@ def _dir_checkpoint(model, path, extra=None):
 
 
 def test_dir_checkpoint_loads_with_a_key_report_and_other_files_are_refused(hand_model, tmp_path, capsys):
-    torch.manual_seed(0)
-    source = create_model("dir_tiny", hand_model)
-    path = _dir_checkpoint(source, tmp_path / "DIR.pth")
-    model = create_model("dir_tiny", hand_model, checkpoint=path)
-    assert f"DIR checkpoint keys: {len(source.state_dict())} matched, 0 missing, 0 unexpected, 0 mismatched, 4 ignored" in capsys.readouterr().out
-    for key, value in source.state_dict().items():
-        assert torch.equal(model.state_dict()[key], value), key
+    _, path = _round_trip("dir_tiny", _dir_checkpoint, tmp_path / "DIR.pth", "DIR checkpoint keys", 4, hand_model, capsys)
     with pytest.raises(UserError, match=r"DIR\.pth: not an InterWild snapshot .*; it looks like a DIR checkpoint"):
         create_model("interwild_tiny", hand_model, checkpoint=path)
     wide = _dir_checkpoint(create_model("dir_tiny", hand_model, joint_dim=4), tmp_path / "wide.pth")

@@ -164,6 +164,17 @@ def part_counts(net, depth: int = 1) -> dict[str, int]:
     return counts
 
 
+def report_differences(seed: int, pairs: dict) -> dict[str, float]:
+    """{output: (ours, original)} -> the largest |ours - original| per output, printed with the
+    largest |original| beside it."""
+    diffs = {k: float((a - b).abs().max()) for k, (a, b) in pairs.items()}
+    width = max(map(len, pairs))
+    print(f"seed {seed}: max |ours - original| (max |original|)")
+    for k, (_, b) in pairs.items():
+        print(f"  {k:{width}s} {diffs[k]:.3e}  ({float(b.abs().max()):.3e})")
+    return diffs
+
+
 def verify(source: Path, seeds: list[int], batch: int = 2) -> dict[int, dict[str, float]]:
     """The largest |ours - original| per output and seed (printed as it goes); no autograd."""
     import torch
@@ -219,12 +230,7 @@ def _compare(source: Path, seeds: list[int], batch: int) -> dict[int, dict[str, 
                 "mano pose": (mine["mano_pose"], torch.stack([torch.cat([theirs[f"{s}mano_root_pose"], theirs[f"{s}mano_hand_pose"]], 1) for s in "rl"], 1)),
                 "mano shape": (mine["mano_shape"], torch.stack([theirs["rmano_shape"], theirs["lmano_shape"]], 1)),
             }
-            diffs = {k: float((a - b).abs().max()) for k, (a, b) in pairs.items()}
-            scale = {k: float(b.abs().max()) for k, (a, b) in pairs.items()}
-            results[seed] = diffs
-            print(f"seed {seed}: max |ours - original| (max |original|)")
-            for k, v in diffs.items():
-                print(f"  {k:22s} {v:.3e}  ({scale[k]:.3e})")
+            results[seed] = report_differences(seed, pairs)
     return results
 
 
@@ -383,12 +389,7 @@ def _compare_dir(source: Path, seeds: list[int], batch: int, root_joint: int) ->
                 pairs[f"offset stage {k}"] = (o["offset"], t["pd_offset"])
             dense = theirs[3]
             pairs.update({"seg logits": (mine["seg"], dense["seg"]), "dense": (mine["dense"], dense["dense"]), "bone features": (mine["proj_feat"], dense["proj_feat"])})
-            diffs = {k: float((a - b).abs().max()) for k, (a, b) in pairs.items()}
-            scale = {k: float(b.abs().max()) for k, (a, b) in pairs.items()}
-            results[seed] = diffs
-            print(f"seed {seed}: max |ours - original| (max |original|)")
-            for k, v in diffs.items():
-                print(f"  {k:26s} {v:.3e}  ({scale[k]:.3e})")
+            results[seed] = report_differences(seed, pairs)
     return results
 
 
