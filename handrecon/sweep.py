@@ -7,6 +7,11 @@ study, so rows differ only in the share of the varied source per batch; the othe
 the rest in the proportions of `experiment.data.ratios`, and a share of 0 leaves the varied
 source out. A finished run (its
 `test_metrics.json` exists) is not trained again: a study resumes where it stopped.
+
+Beside the runs, `baseline.json` scores the mean hand (`mean_hand_predictions`): every test sample
+predicted as the average root-relative mesh of each hand (and the average relative translation) of
+the epoch source's training labels. It is what a regressor scores that ignores its image; the plot
+draws it as a dashed line.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from .config import check_fields
 from .data.readers import dataset_spec, list_datasets
 from .engine.config import Experiment
 from .errors import UserError
+from .hand_model.constants import NUM_VERTS
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
@@ -96,6 +102,50 @@ def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) ->
     return {"metrics": result.summary, "ci95": {k: list(v) for k, v in ci.items()}, "num_samples": len(gt.sample_ids)}
 
 
+def mean_hand_predictions(train, count: int, regressors: np.ndarray) -> dict[str, np.ndarray]:
+    """`count` identical predictions from a training split's `GroundTruth`: each hand the mean of
+    its mesh relative to its wrist (regressed by `regressors` (2, 21, 778), as the metrics align
+    it) over the samples with that mesh, the left wrist at the mean left-minus-right wrist offset
+    over the samples with both meshes (`rel_trans`), the right wrist 0.5 m in front of the camera."""
+    verts = train.verts.reshape(-1, 2, NUM_VERTS, 3).astype(np.float64)
+    valid = train.mesh_valid.astype(bool)
+    wrists = np.stack([verts[:, h].transpose(0, 2, 1) @ regressors[h][0] for h in range(2)], 1)  # (N, 2, 3)
+    hands = []
+    for h in range(2):
+        if not valid[:, h].any():
+            raise UserError("mean-hand baseline: the training split has no mesh of the " + ("right", "left")[h] + " hand")
+        hands.append((verts[valid[:, h], h] - wrists[valid[:, h], h, None]).mean(0))
+    both = valid.all(1)
+    rel = (wrists[both, 1] - wrists[both, 0]).mean(0) if both.any() else np.array([0.2, 0.0, 0.0])
+    right_wrist = np.array([0.0, 0.0, 0.5])
+    mesh = np.concatenate([hands[0] + right_wrist, hands[1] + right_wrist + rel])
+    return {"verts": np.repeat(mesh[None], count, 0).astype(np.float32), "rel_trans": np.repeat(rel[None], count, 0).astype(np.float32)}
+
+
+def evaluate_baseline(sweep: Sweep, seed: int) -> dict:
+    """The mean hand of the epoch source's labels scored on the test split (as `evaluate_run`)."""
+    from . import metrics
+    from .data.readers import create_reader
+    from .evaluation import load_ground_truth
+    from .hand_model.mano import HandModel
+
+    data = sweep.experiment.data
+    name = data.epoch_source_name() or next(n for n in data.sources if n != sweep.vary)
+    source = data.sources[name]
+    if source.kind not in list_datasets():
+        raise UserError(f"mean-hand baseline: source '{name}' is of kind '{source.kind}', not a dataset reader")
+    hand_model = HandModel(sweep.experiment.mano_dir)
+    train = load_ground_truth(create_reader(source.kind, source.root, source.split, hand_model, load_images=False), hand_model)
+    spec = dataset_spec(sweep.test.dataset)
+    gt = load_ground_truth(create_reader(spec.reader, sweep.test.root, sweep.test.split, hand_model, load_images=False), hand_model)
+    regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
+    pred = mean_hand_predictions(train, len(gt.sample_ids), regressors)
+    pred["sample_ids"] = np.asarray(gt.sample_ids)
+    result = metrics.evaluate(pred, gt.as_dict(), dataset=spec.rules, hand_model=hand_model)
+    ci = metrics.bootstrap_ci(result, n=sweep.bootstrap, seed=seed) if sweep.bootstrap else {}
+    return {"metrics": result.summary, "ci95": {k: list(v) for k, v in ci.items()}, "num_samples": len(gt.sample_ids), "source": name}
+
+
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
     """Train and evaluate every (ratio, seed); returns the rows also written to results.csv."""
     from .engine import Trainer
@@ -121,7 +171,10 @@ def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
                 row[f"{key}/ci_lo"], row[f"{key}/ci_hi"] = lo, hi
             rows.append(row)
     write_results(Path(sweep.out) / "results.csv", rows)
-    plot_metric(rows, sweep.metric, Path(sweep.out) / "metric_vs_ratio.png")
+    baseline = Path(sweep.out) / "baseline.json"
+    if not baseline.is_file():
+        atomic_write_json(baseline, evaluate_baseline(sweep, sweep.seeds[0]), indent=1)
+    plot_metric(rows, sweep.metric, Path(sweep.out) / "metric_vs_ratio.png", json.loads(baseline.read_text())["metrics"].get(sweep.metric))
     return rows
 
 
@@ -140,8 +193,9 @@ def write_results(path: Path, rows: list[dict]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def plot_metric(rows: list[dict], metric: str, path: Path) -> Path:
-    """Metric vs ratio: one line per seed with its bootstrap band, and the mean over seeds."""
+def plot_metric(rows: list[dict], metric: str, path: Path, baseline: float | None = None) -> Path:
+    """Metric vs ratio: one line per seed with its bootstrap band, and the mean-hand baseline
+    (dashed) when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,6 +207,8 @@ def plot_metric(rows: list[dict], metric: str, path: Path) -> Path:
         x = [r["ratio"] for r in mine]
         ax.plot(x, [r[metric] for r in mine], marker="o", label=f"seed {seed}")
         ax.fill_between(x, [r[f"{metric}/ci_lo"] for r in mine], [r[f"{metric}/ci_hi"] for r in mine], alpha=0.2)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label="mean hand")
     ax.set_xlabel("synthetic share of each batch")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

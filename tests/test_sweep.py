@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import pytest
 from image_checks import near, read_png
@@ -11,7 +12,7 @@ from shard_utils import write_test_shards
 from handrecon.config import load_config
 from handrecon.data.readers import create_reader
 from handrecon.errors import UserError
-from handrecon.sweep import Sweep, run_config, run_sweep
+from handrecon.sweep import Sweep, mean_hand_predictions, run_config, run_sweep
 
 
 @pytest.fixture
@@ -63,7 +64,43 @@ def test_sweep_writes_rows_and_plot_and_resumes(sweep, tmp_path):
     assert [(float(t["ratio"]), int(t["seed"])) for t in table] == [(0.0, 3), (0.5, 3)]
     plot = read_png(tmp_path / "sweep" / "metric_vs_ratio.png", (550, 385))  # 5 x 3.5 in at 110 dpi
     assert near(plot, (31, 119, 180)).sum() > 200  # the seed's line and markers in matplotlib's first colour
+    baseline = json.loads((tmp_path / "sweep" / "baseline.json").read_text())
+    assert baseline["source"] == "real" and baseline["num_samples"] == rows[0]["num_samples"]
+    assert baseline["metrics"]["interwild/mpvpe_all_wrist_mm"] > 0
     stamp = (tmp_path / "sweep" / "ratio0.50_seed3" / "test_metrics.json").stat().st_mtime_ns
     again = run_sweep(sweep, progress=False)  # finished cells are not trained again
     assert again == rows
     assert (tmp_path / "sweep" / "ratio0.50_seed3" / "test_metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_the_mean_hand_is_each_hands_mean_wrist_relative_mesh(hand_model):
+    """Training meshes that differ only by where each hand is: the mean hand is that mesh, scored 0
+    on itself; two different shapes average vertex by vertex; rel_trans is the mean wrist offset."""
+    import numpy as np
+
+    from handrecon import metrics
+    from handrecon.evaluation import GroundTruth
+
+    regs = np.stack([hand_model.joint_regressor(s).numpy() for s in ("right", "left")]).astype(np.float64)
+    rng = np.random.default_rng(0)
+    hand = rng.normal(scale=0.03, size=(1556, 3))
+    shifts = rng.normal(scale=0.2, size=(4, 2, 1, 3))
+    verts = (hand.reshape(1, 2, 778, 3) + shifts).reshape(4, 1556, 3)
+    train = GroundTruth([str(i) for i in range(4)], verts, np.ones((4, 2), bool), np.zeros((4, 42, 3)), np.ones((4, 42), bool), np.array(["interacting"] * 4))
+    pred = mean_hand_predictions(train, 3, regs)
+    assert pred["verts"].shape == (3, 1556, 3) and pred["rel_trans"].shape == (3, 3)
+    wrist = lambda v, h: regs[h][0] @ v[778 * h : 778 * (h + 1)]  # noqa: E731
+    rel = np.mean([wrist(v, 1) - wrist(v, 0) for v in verts], 0)
+    np.testing.assert_allclose(pred["rel_trans"][0], rel, atol=1e-6)
+    gt = {"verts": verts[:3], "mesh_valid": np.ones((3, 2), bool), "joints3d": np.zeros((3, 42, 3)), "joints_valid": np.zeros((3, 42), bool),
+          "hand_type": np.array(["interacting"] * 3)}  # fmt: skip
+    score = metrics.evaluate(pred, gt, regressors=regs).summary["interwild/mpvpe_all_wrist_mm"]
+    assert score == pytest.approx(0.0, abs=1e-3)
+    # two shapes: the mean of their wrist-relative meshes, vertex by vertex
+    other = (hand + rng.normal(scale=0.01, size=hand.shape)).reshape(1, 1556, 3)
+    both = GroundTruth(["a", "b"], np.concatenate([verts[:1], other]), np.ones((2, 2), bool), np.zeros((2, 42, 3)), np.ones((2, 42), bool), np.array(["interacting"] * 2))
+    mean = mean_hand_predictions(both, 1, regs)["verts"][0]
+    for h in range(2):
+        expected = np.mean([v[778 * h : 778 * (h + 1)] - wrist(v, h) for v in both.verts], 0)
+        got = mean[778 * h : 778 * (h + 1)] - wrist(mean, h)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
