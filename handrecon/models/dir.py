@@ -185,6 +185,7 @@ class Residual(nn.Module):
         self.bn3, self.conv3 = nn.BatchNorm2d(mid), Conv(mid, cout, 1)
         self.skip_layer = Conv(cin, cout, 1)
         self.need_skip = cin != cout
+        self.skip_layer.requires_grad_(self.need_skip)  # unused at equal widths: frozen (DDP)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.bn1(x)))
