@@ -479,7 +479,8 @@ def register_protocol(name: str):
     """Class decorator: a protocol has static `per_sample(pred, gt, rules, regressors)` -> raw
     per-sample tensors of one chunk, `statistics(raw)` -> summable `Stats`, `aggregate(summed
     Stats with a leading resample axis)` -> key -> values, `report(raw)` -> per-sample values,
-    and `ranking`, the per-sample key that orders samples by error."""
+    `ranking`, the per-sample key that orders samples by error, and `main`, the summary key a run
+    is judged by (the default `train.best_metric`)."""
 
     def register(cls: type) -> type:
         PROTOCOLS[name] = cls
@@ -495,6 +496,7 @@ class InterWildProtocol:
     P = "interwild"
     strict = False
     ranking = f"{P}/mpvpe_wrist_mm"
+    main = f"{P}/mpvpe_all_wrist_mm"
 
     @classmethod
     def per_sample(cls, pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -575,6 +577,7 @@ class InterWildStrictProtocol(InterWildProtocol):
     P = "interwild_strict"
     strict = True
     ranking = f"{P}/mpvpe_wrist_mm"
+    main = f"{P}/mpvpe_all_wrist_mm"
 
 
 class DIRProtocol:
@@ -641,7 +644,7 @@ class DIRProtocol:
 class DIRMCPProtocol(DIRProtocol):
     """IntagHand's root: the middle MCP (DIR's eval with root_joint=9)."""
 
-    ranking = "dir/mpvpe_mcp_scaled_mm"
+    ranking = main = "dir/mpvpe_mcp_scaled_mm"
 
 
 @register_protocol("dir_wrist")
@@ -649,7 +652,7 @@ class DIRWristProtocol(DIRProtocol):
     """DIR's released eval default: the wrist (root_joint=0)."""
 
     ROOT, ALIGN = WRIST, "wrist"
-    ranking = "dir/mpvpe_wrist_scaled_mm"
+    ranking = main = "dir/mpvpe_wrist_scaled_mm"
 
 
 # --- evaluation ---------------------------------------------------------------------------------

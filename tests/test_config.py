@@ -679,6 +679,8 @@ BAD_VALUES = [
     (EXPERIMENT, ["augment.framing=body"], "augment.framing must be one of ['hands', 'image'], got 'body'"),
     (EXPERIMENT, ["model.options.input_size=[0, 64]"], "model.options.input_size[0] must be >= 1, got 0"),
     (EXPERIMENT, ["model.options.hand_size=0"], "model.options.hand_size must be >= 1, got 0"),
+    (EXPERIMENT, ["val.dataset=procedural", "val.protocol=dir", "train.best_metric=interwild/mpvpe_all_wrist_mm"],
+     "train.best_metric must be a metric of val.protocol 'dir' (e.g. dir/mpvpe_mcp_scaled_mm), got 'interwild/mpvpe_all_wrist_mm'"),
     (EXPERIMENT, ["model.name=dir", "model.options.root_joint=4"], "model.options.root_joint must be 0 (wrist) or 9 (middle MCP), got 4"),
     (EXPERIMENT, ["model.options.loss_weights.verts=-1"], "model.options.loss_weights.verts must be >= 0, got -1.0"),
     (EXPERIMENT, ["model.name=dir_tiny", "model.options.input_size=[64, 32]"],
@@ -807,6 +809,13 @@ def test_schema_defaults_load(spec):
 )
 def test_shipped_configs_load(spec, path):
     load_config(schema(spec), REPO / path)
+
+
+def test_best_metric_defaults_to_the_validation_protocols_main_metric():
+    cls = schema(EXPERIMENT)
+    for protocol, metric in (("interwild", "interwild/mpvpe_all_wrist_mm"), ("dir", "dir/mpvpe_mcp_scaled_mm"), ("dir_wrist", "dir/mpvpe_wrist_scaled_mm")):
+        assert load_config(cls, overrides=[f"val.protocol={protocol}"]).train.best_metric == metric
+    assert load_config(cls, overrides=["val.protocol=dir", "train.best_metric=dir/mrrpe_mm"]).train.best_metric == "dir/mrrpe_mm"
 
 
 def test_meaningful_edge_values_are_accepted():

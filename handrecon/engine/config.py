@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import check_fields
+from ..config import FieldError, check_fields
 from ..data.augment import AugmentConfig
 from ..data.loader import DataConfig
 from ..data.readers import list_datasets
@@ -18,7 +18,7 @@ class TrainConfig(LoopConfig):
 
     sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics over all ranks' samples
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [hand_backbone]
-    best_metric: str = "interwild/mpvpe_all_wrist_mm"  # a validation metric key
+    best_metric: str | None = None  # a validation metric key; null: the validation protocol's main one (interwild/mpvpe_all_wrist_mm, ...)
     best_mode: str = field(default="min", metadata={"choices": ("min", "max")})
 
 
@@ -52,3 +52,12 @@ class Experiment:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     val: ValConfig = field(default_factory=ValConfig)
+
+    def __post_init__(self) -> None:
+        from ..metrics import PROTOCOLS
+
+        main = PROTOCOLS[self.val.protocol].main
+        if self.train.best_metric is None:
+            self.train.best_metric = main
+        elif self.val.dataset is not None and not self.train.best_metric.startswith(main.split("/")[0] + "/"):
+            raise FieldError("train.best_metric", f"a metric of val.protocol '{self.val.protocol}' (e.g. {main})", self.train.best_metric)
