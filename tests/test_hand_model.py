@@ -263,3 +263,22 @@ def test_a_malicious_mano_pickle_runs_no_code(tmp_path, where):
     with pytest.raises(MANOFileError, match=r"MANO_RIGHT.pkl: not a readable MANO pickle .*refused to load posix\.system"):
         HandModel(tmp_path)
     assert not marker.exists()
+
+
+def test_skeleton_joints_are_the_rest_joints_moved_rigidly_along_the_chain(hand_model):
+    """`HandOutput.skeleton`: the wrist stays at the shaped rest wrist (global_orient turns about
+    it), and every bone keeps its rest length (the chain moves rest joints rigidly)."""
+    import torch
+
+    from handrecon.hand_model.constants import MANO_PARENTS
+
+    g = torch.Generator().manual_seed(0)
+    betas = torch.randn(3, 10, generator=g)
+    for side in ("right", "left"):
+        out = hand_model.hand(side, betas, torch.randn(3, 3, generator=g), 0.5 * torch.randn(3, 45, generator=g))
+        rest = hand_model.hand(side, betas, torch.zeros(3, 3), -hand_model.layers[side].hand_mean.expand(3, -1))
+        assert out.skeleton.shape == (3, 16, 3)
+        torch.testing.assert_close(out.skeleton[:, 0], hand_model.rest_root(side, betas), rtol=0, atol=1e-6)
+        for j, parent in enumerate(MANO_PARENTS[1:], start=1):
+            bone, rest_bone = (s[:, j] - s[:, parent] for s in (out.skeleton, rest.skeleton))
+            torch.testing.assert_close(bone.norm(dim=-1), rest_bone.norm(dim=-1), rtol=1e-5, atol=1e-6)
