@@ -74,7 +74,7 @@ from ..config import FieldError, check_fields
 from ..errors import UserError
 from ..hand_model.constants import NUM_JOINTS, NUM_VERTS, SKELETON_21
 from ..hand_model.rotation import matrix_to_axis_angle
-from ..losses import hand_targets
+from ..losses import hand_targets, masked_mean
 from . import released_checkpoint
 from .backbone import ResNet
 from .base import HandRegressor
@@ -581,8 +581,8 @@ class DIRNet(HandRegressor):
             terms[p + "offset"] = huber(stage["offset"], gt_offset / k, offset_mask)
             pred, gt = (stage["mesh_xyz"].float() / k).flatten(0, 1), (gt_mesh / k).flatten(0, 1)
             flat_valid = mesh_valid.flatten()
-            terms[p + "edge"] = _masked(edge_length_loss(pred, gt, self.faces), flat_valid)
-            terms[p + "normal"] = _masked(normal_vector_loss(pred, gt, self.faces), flat_valid)
+            terms[p + "edge"] = masked_mean(edge_length_loss(pred, gt, self.faces), flat_valid)
+            terms[p + "normal"] = masked_mean(normal_vector_loss(pred, gt, self.faces), flat_valid)
         seg_gt, dense_gt, valid = batch.get("seg"), batch.get("dense"), None
         if (seg_gt is None or dense_gt is None) and self.cfg.dense_targets == "render":
             rendered_seg, rendered_dense, valid = self.render_targets(batch)
@@ -616,21 +616,10 @@ def load_dense_colors(path: str) -> torch.Tensor:
     return torch.from_numpy(colors.astype(np.float32))
 
 
-def _masked(per_item: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of (N,) values over the True entries of `mask` (0 when there are none)."""
-    mask = mask.to(per_item.dtype)
-    return (per_item * mask).sum() / mask.sum().clamp(min=1)
-
-
 def huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """DIR's SmoothL1Loss (a Huber loss, delta 0.01) averaged over every coordinate of the entries
     where `mask` (a prefix of pred's dims) holds; without invalid entries DIR's batch mean."""
-    err = F.huber_loss(pred.float(), target.float(), reduction="none", delta=0.01)
-    mask = mask.to(err.dtype)
-    while mask.dim() < err.dim():
-        mask = mask.unsqueeze(-1)
-    mask = mask.expand_as(err)
-    return (err * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean(F.huber_loss(pred.float(), target.float(), reduction="none", delta=0.01), mask)
 
 
 def _face_vectors(v: torch.Tensor, faces: torch.Tensor):
