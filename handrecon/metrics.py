@@ -586,6 +586,7 @@ class DIRProtocol:
 
     P = "dir"
     ROOT, ALIGN = MIDDLE_MCP, "mcp"
+    MRRPE = "dir/mrrpe_mm"
 
     @classmethod
     def per_sample(cls, pred: dict, gt: dict, rules: DatasetRules, regressors: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -625,7 +626,7 @@ class DIRProtocol:
             out[f"{P}/{metric}_{A}_scaled_mm"] = (right + left) / 2  # DIR's "all": mean of the side means
             out[f"{P}/{metric}_right_{A}_scaled_mm"] = right
             out[f"{P}/{metric}_left_{A}_scaled_mm"] = left
-        out[f"{P}/mrrpe_{A}_mm" if A != "mcp" else f"{P}/mrrpe_mm"] = _ratio(s["mrrpe"])
+        out[cls.MRRPE] = _ratio(s["mrrpe"])
         return out
 
     @classmethod
@@ -636,7 +637,7 @@ class DIRProtocol:
             f"{P}/mpvpe_left_{A}_scaled_mm": raw["mpvpe"][:, 1],
             f"{P}/mpvpe_{A}_scaled_mm": nanmean(raw["mpvpe"]),
             f"{P}/mpjpe_{A}_scaled_mm": nanmean(raw["joint_err"]),
-            f"{P}/mrrpe_{A}_mm" if A != "mcp" else f"{P}/mrrpe_mm": raw["mrrpe"],
+            cls.MRRPE: raw["mrrpe"],
         }
 
 
@@ -652,6 +653,7 @@ class DIRWristProtocol(DIRProtocol):
     """DIR's released eval default: the wrist (root_joint=0)."""
 
     ROOT, ALIGN = WRIST, "wrist"
+    MRRPE = "dir/mrrpe_wrist_mm"
     ranking = main = "dir/mpvpe_wrist_scaled_mm"
 
 
