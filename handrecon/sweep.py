@@ -80,7 +80,6 @@ def run_config(sweep: Sweep, ratio: float, seed: int) -> Experiment:
 
 def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) -> dict:
     """Metrics (and 95% intervals) of a finished run's last checkpoint on the test split."""
-    from . import metrics
     from .data.readers import create_reader
     from .engine import checkpoint as ckpt
     from .engine.distributed import pick_device
@@ -97,6 +96,14 @@ def evaluate_run(cfg: Experiment, test: TestSplit, bootstrap: int, seed: int) ->
     device = pick_device(cfg.train.device)
     pred = predict_dataset(model.to(device), create_reader(reader_name, test.root, test.split, hand_model), device=device, progress=False)
     gt = load_ground_truth(create_reader(reader_name, test.root, test.split, hand_model, load_images=False))
+    return score(pred, gt, rules, hand_model, bootstrap, seed)
+
+
+def score(pred: dict, gt, rules, hand_model, bootstrap: int, seed: int) -> dict:
+    """{'metrics', 'ci95' (with `bootstrap` resamples), 'num_samples'} of predictions on a test
+    split's `GroundTruth`, as test_metrics.json and baseline.json hold them."""
+    from . import metrics
+
     result = metrics.evaluate(pred, gt.as_dict(), dataset=rules, hand_model=hand_model)
     ci = metrics.bootstrap_ci(result, n=bootstrap, seed=seed) if bootstrap else {}
     return {"metrics": result.summary, "ci95": {k: list(v) for k, v in ci.items()}, "num_samples": len(gt.sample_ids)}
@@ -124,7 +131,6 @@ def mean_hand_predictions(train, count: int, regressors: np.ndarray) -> dict[str
 
 def evaluate_baseline(sweep: Sweep, seed: int) -> dict:
     """The mean hand of the epoch source's labels scored on the test split (as `evaluate_run`)."""
-    from . import metrics
     from .data.readers import create_reader
     from .evaluation import load_ground_truth
     from .hand_model.mano import HandModel
@@ -141,9 +147,7 @@ def evaluate_baseline(sweep: Sweep, seed: int) -> dict:
     regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
     pred = mean_hand_predictions(train, len(gt.sample_ids), regressors)
     pred["sample_ids"] = np.asarray(gt.sample_ids)
-    result = metrics.evaluate(pred, gt.as_dict(), dataset=spec.rules, hand_model=hand_model)
-    ci = metrics.bootstrap_ci(result, n=sweep.bootstrap, seed=seed) if sweep.bootstrap else {}
-    return {"metrics": result.summary, "ci95": {k: list(v) for k, v in ci.items()}, "num_samples": len(gt.sample_ids), "source": name}
+    return {**score(pred, gt, spec.rules, hand_model, sweep.bootstrap, seed), "source": name}
 
 
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
