@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from hand_cases import random_hand_meshes
 
 from handrecon.data.readers import list_datasets
 from handrecon.metrics import evaluate
@@ -23,21 +23,6 @@ NV, NJ = 778, 21
 @pytest.fixture(scope="module")
 def regs(hand_model):
     return np.stack([hand_model.joint_regressor(s).double().numpy() for s in ("right", "left")])
-
-
-def _meshes(hand_model, n, seed):
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for side in ("right", "left"):
-        o = hand_model.hand(
-            side,
-            betas=torch.randn(n, 10, generator=gen),
-            global_orient=torch.randn(n, 3, generator=gen),
-            hand_pose=0.3 * torch.randn(n, 45, generator=gen),
-            transl=0.1 * torch.randn(n, 3, generator=gen) + torch.tensor([0.0, 0.0, 0.6]),
-        )
-        out.append(o.vertices.double().numpy())
-    return np.concatenate(out, 1)  # (n, 1556, 3) m
 
 
 # --- the reference: InterWild's evaluate() rules, in mm ---------------------------------------
@@ -124,7 +109,7 @@ def _show(case, pairs):
 # --- (a) HIC: an interacting sample with a missing left mesh ---------------------------------
 def test_hic_mrrpe_counts_an_interacting_sample_with_a_missing_mesh(hand_model, regs):
     n = 3
-    mesh = _meshes(hand_model, n, 1)
+    mesh = random_hand_meshes(hand_model, n, 1)
     rng = np.random.default_rng(1)
     hand_type = np.array(["interacting", "interacting", "right"])
     has_mesh = np.array([[True, True], [True, False], [True, False]])  # sample 1: interacting, no left mesh
@@ -153,7 +138,7 @@ def _ih26m_case(hand_model, regs):
     3: interacting, both fits, left wrist invalid; 4: interacting, both fits, all valid;
     5: interacting, right fit only."""
     n = 6
-    mesh = _meshes(hand_model, n, 2)
+    mesh = random_hand_meshes(hand_model, n, 2)
     rng = np.random.default_rng(2)
     hand_type = np.array(["right", "left", "interacting", "interacting", "interacting", "interacting"])
     has_fit = np.array([[True, True], [False, True], [True, True], [True, True], [True, True], [True, False]])

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from hand_cases import random_hand_meshes
 from scipy.spatial.transform import Rotation
 
 from handrecon.data.readers import list_datasets
@@ -49,24 +50,13 @@ def _gt(hand_model, regs, n, seed, hand_types=None, annot_noise=0.0, extra_hands
     """Random posed hands; invalid hands are zeros with every flag False (the readers' layout).
     annot_noise (m) makes the annotated joints differ from the mesh-regressed ones; extra_hands
     is the chance that a single-hand sample also has a valid mesh for its other hand."""
-    gen = torch.Generator().manual_seed(seed)
-    meshes = []
-    for side in SIDES:
-        out = hand_model.hand(
-            side,
-            betas=torch.randn(n, 10, generator=gen),
-            global_orient=torch.randn(n, 3, generator=gen),
-            hand_pose=0.3 * torch.randn(n, 45, generator=gen),
-            transl=0.1 * torch.randn(n, 3, generator=gen) + torch.tensor([0.0, 0.0, 0.6]),
-        )
-        meshes.append(out.vertices.double().numpy())
     rng = np.random.default_rng(seed)
     if hand_types is None:
         hand_types = rng.choice(["right", "left", "interacting"], size=n)
     hand_types = np.asarray(hand_types)
     mesh_valid = np.stack([hand_types != "left", hand_types != "right"], 1)
     mesh_valid |= (hand_types != "interacting")[:, None] & (rng.random((n, 1)) < extra_hands)
-    verts = np.concatenate(meshes, 1) * np.repeat(mesh_valid, 778, 1)[..., None]
+    verts = random_hand_meshes(hand_model, n, seed) * np.repeat(mesh_valid, 778, 1)[..., None]
     joints = np.einsum("hjv,nhvd->nhjd", regs, verts.reshape(n, 2, 778, 3)).reshape(n, 42, 3)
     joints = (joints + rng.normal(scale=annot_noise, size=joints.shape)) * np.repeat(mesh_valid, 21, 1)[..., None]
     return {"verts": verts, "mesh_valid": mesh_valid, "joints3d": joints, "joints_valid": np.repeat(mesh_valid, 21, 1), "hand_type": hand_types}
@@ -223,10 +213,7 @@ def _naive_interwild(pred, gt, regs, dataset, strict=False):
             counted = [True, True]
         else:
             counted = [bool(gt["mesh_valid"][i, h]) and ht in (SIDES[h], "interacting") for h in range(2)]
-        for h in range(2):
-            if counted[h]:
-                e = np.mean([np.linalg.norm((P[h][k] - pj[h][0]) - (G[h][k] - gj[h][0])) for k in range(778)]) * 1000
-                (vert_ih if inter else vert_sh).append(e)
+        _naive_hand_mpvpe(P, G, pj, gj, counted, vert_ih if inter else vert_sh)
         both_meshes = bool(gt["mesh_valid"][i].all())
         wrists_annotated = bool(annot_v[i, 0] and annot_v[i, 21])
         annotated_rel = annot_j[i, 21] - annot_j[i, 0]
@@ -250,6 +237,13 @@ def _naive_interwild(pred, gt, regs, dataset, strict=False):
             target, target_valid = np.concatenate(gj), np.repeat(counted, 21)
         _naive_joint_errors(pred_joints, target, target_valid, joint_ih if inter else joint_sh)
     return _naive_summary(P_, vert_sh, vert_ih, rrve, mrrpe, joint_sh, joint_ih)
+
+
+def _naive_hand_mpvpe(P, G, pj, gj, counted, bucket):
+    """Appends each counted hand's wrist-relative mean vertex error (mm) to bucket, one vertex at a time."""
+    for h in range(2):
+        if counted[h]:
+            bucket.append(np.mean([np.linalg.norm((P[h][k] - pj[h][0]) - (G[h][k] - gj[h][0])) for k in range(778)]) * 1000)
 
 
 def _naive_rrve(P, G, pj, gj, rel_p, rel_g):
@@ -297,10 +291,7 @@ def _naive_interwild_strict(pred, gt, regs, dataset):
         pj = [regs[h] @ P[h] for h in range(2)]
         gj = [regs[h] @ G[h] for h in range(2)]
         counted = [bool(gt["mesh_valid"][i, h]) and ht in (SIDES[h], "interacting") for h in range(2)]
-        for h in range(2):
-            if counted[h]:
-                e = np.mean([np.linalg.norm((P[h][k] - pj[h][0]) - (G[h][k] - gj[h][0])) for k in range(778)]) * 1000
-                (vert_ih if inter else vert_sh).append(e)
+        _naive_hand_mpvpe(P, G, pj, gj, counted, vert_ih if inter else vert_sh)
         both_meshes = bool(gt["mesh_valid"][i].all())
         wrists_annotated = bool(gt["joints_valid"][i, 0] and gt["joints_valid"][i, 21])
         annotated_rel = gt["joints3d"][i, 21] - gt["joints3d"][i, 0]
