@@ -87,8 +87,8 @@ class ResNet(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         own = self.state_dict()
         state = {k: v for k, v in state.items() if not k.startswith("fc.") or k in own}
-        needed = {k for k in own if not k.startswith("fc.")}  # a kept classifier may come from the file or not
-        bad = sorted(needed ^ set(state) - {k for k in own if k.startswith("fc.")})
+        body = lambda keys: {k for k in keys if not k.startswith("fc.")}  # noqa: E731 (a kept classifier may come from the file or not)
+        bad = sorted(body(own) ^ body(state))
         bad += sorted(k for k in own if k in state and own[k].shape != state[k].shape)
         if bad:
             raise UserError(f"{path}: not a '{self.name}' state dict (mismatched keys: {bad[:5]})")

@@ -359,8 +359,9 @@ class Joint2BoneFeature(nn.Module):
         across = rel[..., 0] * d[..., 1] - rel[..., 1] * d[..., 0]
         near = torch.hypot(along, across) < self.distance  # (B, S*S, 20)
         # F.pairwise_distance's eps (1e-6 added to the difference), as DIR measures them
-        dist_a = F.pairwise_distance(p.expand(b, -1, pa.shape[2], -1).reshape(-1, 2), pa.expand(-1, s * s, -1, -1).reshape(-1, 2))
-        dist_b = F.pairwise_distance(p.expand(b, -1, pa.shape[2], -1).reshape(-1, 2), pb.expand(-1, s * s, -1, -1).reshape(-1, 2))
+        cells_flat = p.expand(b, -1, pa.shape[2], -1).reshape(-1, 2)
+        dist_a = F.pairwise_distance(cells_flat, pa.expand(-1, s * s, -1, -1).reshape(-1, 2))
+        dist_b = F.pairwise_distance(cells_flat, pb.expand(-1, s * s, -1, -1).reshape(-1, 2))
         dist_a, dist_b = dist_a.reshape(near.shape), dist_b.reshape(near.shape)
         wa, wb = 1 - dist_a / (dist_a + dist_b), 1 - dist_b / (dist_a + dist_b)
         feat = joint_feat[:, self.parent][:, None] * wa[..., None] + joint_feat[:, self.child][:, None] * wb[..., None]
