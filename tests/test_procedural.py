@@ -134,3 +134,58 @@ def test_state_file_records_the_config(dataset):
     out, _ = dataset
     state = json.loads((out / "procedural.json").read_text())
     assert state["seed"] == 3 and state["num"] == 24 and state["config"]["image_size"] == [64, 80]
+
+
+def _camera_skeletons(hand_model, scene):
+    """(hand, 16, 3) MANO skeleton joints (0 wrist, 1-3 index, 4-6 middle, 7-9 little, 10-12
+    ring, 13-15 thumb) of the scene's valid hands in its camera frame."""
+    out = []
+    for h, side in enumerate(("right", "left")):
+        if scene.valid[h]:
+            t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
+            hand = hand_model.hand(side, betas=t(scene.shape[h]), global_orient=t(scene.pose[h, :3]), hand_pose=t(scene.pose[h, 3:]), transl=t(scene.transl[h]))
+            out.append((hand.skeleton[0].double().numpy() - scene.cam_pos) @ scene.cam_rot.T)
+    return out
+
+
+@pytest.mark.parametrize("view", ["palm", "back", "thumb", "little", "fingertips"])
+def test_named_views_show_the_camera_that_side(hand_model, view):
+    # no tilt or roll: the fingers point up in the image (the back of the hand for "fingertips")
+    # and the named side is the one nearest the camera; checked on the posed skeletons, without
+    # the sampler's hand frame: a fist curls the fingers towards the palm side
+    cfg = ProceduralConfig(views=(view,), view_tilt=0.0, roll_range=(0.0, 0.0), grasps=("fist",), interaction_weights=(1, 1, 0, 1))
+    sampler = SceneSampler(hand_model, cfg, seed=0, num=12)
+    up = np.array([0.0, 0.0, -1.0]) if view == "fingertips" else np.array([0.0, -1.0, 0.0])
+    for i in range(12):
+        for skel in _camera_skeletons(hand_model, sampler.sample(i)):
+            fingers = (skel[4] - skel[0]) / np.linalg.norm(skel[4] - skel[0])
+            assert fingers @ up > 0.95
+            curl = skel[[3, 6, 9, 12]].mean(0) - skel[[1, 4, 7, 10]].mean(0)  # finger ends - finger bases: palm side
+            thumb = skel[13] - skel[7]  # thumb base - little-finger base
+            nearer = {"palm": -curl[2], "back": curl[2], "thumb": -thumb[2], "little": thumb[2]}
+            if view in nearer:
+                assert nearer[view] > 0
+            else:
+                assert curl[1] > 0  # fingertips view: the fist curls down in the image (y down), away from the back of the hand
+
+
+def test_view_roll_and_tilt_follow_their_ranges(hand_model):
+    cfg = ProceduralConfig(views=("palm",), view_tilt=0.0, roll_range=(np.pi / 2, np.pi / 2), single_hand_prob=1.0)
+    sampler = SceneSampler(hand_model, cfg, seed=1, num=6)
+    for i in range(6):
+        (skel,) = _camera_skeletons(hand_model, sampler.sample(i))
+        assert (skel[4] - skel[0]) @ [1, 0, 0] / np.linalg.norm(skel[4] - skel[0]) > 0.95  # a quarter turn: fingers right
+    cfg = ProceduralConfig(views=("palm", "back"), view_tilt=0.5, single_hand_prob=1.0)
+    sampler = SceneSampler(hand_model, cfg, seed=2, num=40)
+    depth = []
+    for i in range(40):
+        (skel,) = _camera_skeletons(hand_model, sampler.sample(i))
+        fingers = (skel[4] - skel[0]) / np.linalg.norm(skel[4] - skel[0])
+        depth.append(np.arcsin(abs(fingers[2])))  # the finger axis leaves the image plane by at most the tilt
+    assert max(depth) <= 0.5 + 0.05 and max(depth) > 0.2
+
+
+def test_config_refuses_unknown_views_grasps_and_tilts():
+    for kw, name in ((dict(views=("side",)), "views"), (dict(grasps=("claw",)), "grasps"), (dict(view_tilt=2.0), "view_tilt")):
+        with pytest.raises(ValueError, match=name):
+            ProceduralConfig(**kw)

@@ -28,6 +28,10 @@ from ..hand_model.topology import boundary_loops
 from .backgrounds import BACKGROUNDS
 
 INTERACTIONS = ("apart", "touching", "clasped", "overlapping")
+# Which side of a hand faces the camera. "any": a uniformly random orientation; the named views
+# turn the hand so that side faces the camera (palm, back of the hand, thumb side, little-finger
+# side, fingertips), tilted by up to `view_tilt` and turned about the view axis by `roll_range`.
+VIEWS = ("any", "palm", "back", "thumb", "little", "fingertips")
 SPLITS = ("train", "val", "test")
 # Albedo of skin from light to dark (linear-ish RGB in [0, 1]).
 SKIN_TONES = np.array(
@@ -60,9 +64,19 @@ class ProceduralConfig:
     jpeg_quality: int = 92  # in [1, 100]
     batch_size: int = 16  # >= 1
     backgrounds: tuple[str, ...] = field(default_factory=lambda: tuple(BACKGROUNDS))
+    views: tuple[str, ...] = ("any",)  # of VIEWS, drawn uniformly per hand
+    view_tilt: float = 0.4  # named views: largest tilt away from the named side, in [0, pi/2]
+    roll_range: tuple[float, float] = (-math.pi, math.pi)  # named views: turn about the view axis; 0 = fingers up; lo <= hi
 
     def __post_init__(self) -> None:
         check_fields(self, ">= 1", "image_size", "batch_size")
+        for name, allowed in (("views", VIEWS), ("grasps", tuple(GRASPS)), ("backgrounds", tuple(BACKGROUNDS))):
+            values = getattr(self, name)
+            if not values or any(v not in allowed for v in values):
+                raise FieldError(name, f"a non-empty list of {', '.join(allowed)}", values)
+        if not 0 <= self.view_tilt <= math.pi / 2:
+            raise FieldError("view_tilt", "in [0, pi/2]", self.view_tilt)
+        check_fields(self, "lo <= hi", "roll_range")
         check_fields(self, "in [0, 1]", "single_hand_prob")
         check_fields(self, ">= 0", "interaction_weights", "split_fractions", "forearm_length", "shape_std")
         for name in ("interaction_weights", "split_fractions"):
@@ -124,6 +138,9 @@ class SceneSampler:
         self.num = num
         self.axes: dict[str, JointAxes] = {s: joint_axes(hand_model.layers[s]) for s in SIDES}
         self.means = {s: hand_model.layers[s].hand_mean.numpy().astype(np.float64) for s in SIDES}
+        self.frames, self.view_axes = {}, {}
+        for s in SIDES:
+            self.frames[s], self.view_axes[s] = _hand_frame(hand_model.layers[s], self.axes[s])
         self.splits = assign_splits(num, cfg.split_fractions, seed)
 
     def _mesh(self, side: str, pose: np.ndarray, shape: np.ndarray, transl: np.ndarray):
@@ -148,21 +165,32 @@ class SceneSampler:
         if interaction == "clasped":
             grasps = ["grasp", "grasp"]
         pose = np.zeros((2, 48))
+        views = [str(rng.choice(cfg.views)) for _ in SIDES]
+        # the world is arbitrary: with named views the camera is drawn first and each hand is
+        # turned to show the camera its view
+        cam_rot = None if "any" in views else Rotation.random(random_state=rng).as_matrix()
         for h, side in enumerate(SIDES):
             pose[h, 3:] = sample_hand_pose(rng, self.axes[side], self.means[side], grasps[h])
-            pose[h, :3] = Rotation.random(random_state=rng).as_rotvec()
+            if cam_rot is None:
+                pose[h, :3] = Rotation.random(random_state=rng).as_rotvec()
+            else:
+                in_cam = self._view_rotation(rng, *self.view_axes[side][views[h]])  # camera <- hand frame
+                pose[h, :3] = Rotation.from_matrix(cam_rot.T @ in_cam @ self.frames[side].T).as_rotvec()
         if interaction == "clasped":
             # palms face each other, fingers opposite (a handshake-like clasp): the right hand's
             # frame turned half a revolution about MANO's finger axis (x)
             pose[1, :3] = (Rotation.from_rotvec(pose[0, :3]) * Rotation.from_rotvec([math.pi, 0, 0])).as_rotvec()
         at_origin = [self._mesh(s, pose[h], shapes[h], np.zeros(3)) for h, s in enumerate(SIDES)]
-        # a forearm pointing back at the camera would hide the scene behind its stump
-        arms = [(j[0] - j[9]) / np.linalg.norm(j[0] - j[9]) for (_, j), ok in zip(at_origin, valid) if ok]
-        for _ in range(1000):
-            forward = rng.normal(size=3)
-            forward /= np.linalg.norm(forward)
-            if all(a @ forward > -0.3 for a in arms):
-                break
+        if cam_rot is None:
+            # a forearm pointing back at the camera would hide the scene behind its stump
+            arms = [(j[0] - j[9]) / np.linalg.norm(j[0] - j[9]) for (_, j), ok in zip(at_origin, valid) if ok]
+            for _ in range(1000):
+                forward = rng.normal(size=3)
+                forward /= np.linalg.norm(forward)
+                if all(a @ forward > -0.3 for a in arms):
+                    break
+            cam_rot = _look_at(forward, rng)
+        forward = cam_rot[2]
         transl = np.zeros((2, 3))
         if interaction != "single":
             transl[1] = self._left_offset(rng, interaction, at_origin, forward)
@@ -174,7 +202,6 @@ class SceneSampler:
         focal = rng.uniform(*cfg.focal_range) * w_img
         fill = rng.uniform(*cfg.fill_range)
         distance = max(focal * radius / (fill * min(h_img, w_img) / 2), 2.5 * radius)
-        cam_rot = _look_at(forward, rng)
         cam_pos = centre - forward * distance
         princpt = np.array([w_img, h_img]) / 2 - 0.5 + rng.uniform(-0.03, 0.03, size=2) * np.array([w_img, h_img])
         tone = rng.integers(len(SKIN_TONES))
@@ -203,6 +230,23 @@ class SceneSampler:
             background_seed=int(rng.integers(2**31)),
         )
 
+    def _view_rotation(self, rng: np.random.Generator, toward: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """Camera <- hand-frame rotation that turns the hand-frame axis `toward` to the camera
+        and `up` up in the image (camera frame x right, y down, z forward), then turns the hand
+        about the view axis by a roll from `roll_range` and tilts it by up to `view_tilt` about
+        an axis across the view. A tilt that would point the forearm at the camera is drawn again.
+        """
+        source = np.stack([toward, up, np.cross(toward, up)], axis=1)
+        target = np.stack([[0, 0, -1.0], [0, -1.0, 0], np.cross([0, 0, -1.0], [0, -1.0, 0])], axis=1)
+        roll = Rotation.from_rotvec([0, 0, rng.uniform(*self.cfg.roll_range)]).as_matrix()
+        for _ in range(100):
+            axis = np.array([*rng.normal(size=2), 0.0])
+            tilt = Rotation.from_rotvec(axis / np.linalg.norm(axis) * rng.uniform(0, self.cfg.view_tilt)).as_matrix()
+            rot = tilt @ roll @ target @ source.T
+            if -rot[2, 0] > -0.3:  # the forearm points along -x of the hand frame
+                break
+        return rot
+
     def _left_offset(self, rng, interaction: str, at_origin, forward: np.ndarray) -> np.ndarray:
         """Left-hand translation for a two-hand interaction, given both meshes at the origin."""
         (right_v, right_j), (left_v, left_j) = at_origin
@@ -225,6 +269,27 @@ class SceneSampler:
             gap = rng.uniform(0.0, 0.006) if interaction == "touching" else rng.uniform(0.03, 0.12)
         direction /= np.linalg.norm(direction)
         return base + _distance_along(right_v, left_v + base, direction, gap) * direction
+
+
+def _hand_frame(layer, axes: JointAxes) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A hand's frame in its model's coordinates, and the (toward, up) axes of each named view.
+
+    The frame is the columns of a rotation matrix: x from the wrist to the middle knuckle (along
+    the fingers), y out of the palm (the palmar direction of the finger bases, from
+    `joint_axes`), z = x cross y (towards the thumb on one side, the little finger on the other).
+    Rest shape; the pose of the fingers does not move it. The view axes are in this frame.
+    """
+    joints = layer.J_regressor.detach().double().cpu().numpy() @ layer.v_template.detach().double().cpu().numpy()
+    x = joints[4] - joints[0]  # MANO order: 0 wrist, 4 middle-finger base
+    x /= np.linalg.norm(x)
+    palmar = axes.spread[[0, 3, 6, 9]].mean(0) * (1 if layer.is_rhand else -1)  # finger bases
+    y = palmar - (palmar @ x) * x
+    y /= np.linalg.norm(y)
+    frame = np.stack([x, y, np.cross(x, y)], axis=1)
+    thumb = np.sign((joints[13] - joints[0]) @ frame[:, 2])  # 13: thumb base
+    ex, ey, ez = np.eye(3)
+    views = {"palm": (ey, ex), "back": (-ey, ex), "thumb": (thumb * ez, ex), "little": (-thumb * ez, ex), "fingertips": (ex, -ey)}
+    return frame, views
 
 
 def _distance_along(fixed: np.ndarray, moving: np.ndarray, direction: np.ndarray, gap: float) -> float:
