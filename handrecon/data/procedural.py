@@ -165,16 +165,17 @@ class SceneSampler:
         if interaction == "clasped":
             grasps = ["grasp", "grasp"]
         pose = np.zeros((2, 48))
-        views = [str(rng.choice(cfg.views)) for _ in SIDES]
         # the world is arbitrary: with named views the camera is drawn first and each hand is
-        # turned to show the camera its view
-        cam_rot = None if "any" in views else Rotation.random(random_state=rng).as_matrix()
+        # turned to show the camera its view (only "any": the hands first, then the camera)
+        named = set(cfg.views) != {"any"}
+        views = [str(rng.choice(cfg.views)) for _ in SIDES] if named else ["any", "any"]
+        cam_rot = Rotation.random(random_state=rng).as_matrix() if named else None
         for h, side in enumerate(SIDES):
             pose[h, 3:] = sample_hand_pose(rng, self.axes[side], self.means[side], grasps[h])
             if cam_rot is None:
                 pose[h, :3] = Rotation.random(random_state=rng).as_rotvec()
             else:
-                in_cam = self._view_rotation(rng, *self.view_axes[side][views[h]])  # camera <- hand frame
+                in_cam = self._view_rotation(rng, views[h], side)  # camera <- hand frame
                 pose[h, :3] = Rotation.from_matrix(cam_rot.T @ in_cam @ self.frames[side].T).as_rotvec()
         if interaction == "clasped":
             # palms face each other, fingers opposite (a handshake-like clasp): the right hand's
@@ -189,8 +190,8 @@ class SceneSampler:
                 forward /= np.linalg.norm(forward)
                 if all(a @ forward > -0.3 for a in arms):
                     break
-            cam_rot = _look_at(forward, rng)
-        forward = cam_rot[2]
+        else:
+            forward = cam_rot[2]
         transl = np.zeros((2, 3))
         if interaction != "single":
             transl[1] = self._left_offset(rng, interaction, at_origin, forward)
@@ -202,6 +203,8 @@ class SceneSampler:
         focal = rng.uniform(*cfg.focal_range) * w_img
         fill = rng.uniform(*cfg.fill_range)
         distance = max(focal * radius / (fill * min(h_img, w_img) / 2), 2.5 * radius)
+        if cam_rot is None:
+            cam_rot = _look_at(forward, rng)
         cam_pos = centre - forward * distance
         princpt = np.array([w_img, h_img]) / 2 - 0.5 + rng.uniform(-0.03, 0.03, size=2) * np.array([w_img, h_img])
         tone = rng.integers(len(SKIN_TONES))
@@ -230,19 +233,26 @@ class SceneSampler:
             background_seed=int(rng.integers(2**31)),
         )
 
-    def _view_rotation(self, rng: np.random.Generator, toward: np.ndarray, up: np.ndarray) -> np.ndarray:
-        """Camera <- hand-frame rotation that turns the hand-frame axis `toward` to the camera
-        and `up` up in the image (camera frame x right, y down, z forward), then turns the hand
-        about the view axis by a roll from `roll_range` and tilts it by up to `view_tilt` about
-        an axis across the view. A tilt that would point the forearm at the camera is drawn again.
+    def _view_rotation(self, rng: np.random.Generator, view: str, side: str) -> np.ndarray:
+        """Camera <- hand-frame rotation showing the camera `view` of the `side` hand.
+
+        A named view turns its side of the hand to the camera with the fingers up in the image
+        (camera frame x right, y down, z forward; the back of the hand up for "fingertips"),
+        then the hand turns about the view axis by a roll from `roll_range` and tilts by up to
+        `view_tilt` about an axis across the view; "any" is a uniformly random rotation. A draw
+        that would point the forearm at the camera is drawn again.
         """
-        source = np.stack([toward, up, np.cross(toward, up)], axis=1)
-        target = np.stack([[0, 0, -1.0], [0, -1.0, 0], np.cross([0, 0, -1.0], [0, -1.0, 0])], axis=1)
-        roll = Rotation.from_rotvec([0, 0, rng.uniform(*self.cfg.roll_range)]).as_matrix()
+        if view != "any":
+            toward, up = self.view_axes[side][view]  # hand-frame axes that face the camera and point up
+            source = np.stack([toward, up, np.cross(toward, up)], axis=1)
+            target = np.stack([[0, 0, -1.0], [0, -1.0, 0], np.cross([0, 0, -1.0], [0, -1.0, 0])], axis=1)
+            roll = Rotation.from_rotvec([0, 0, rng.uniform(*self.cfg.roll_range)]).as_matrix()
         for _ in range(100):
-            axis = np.array([*rng.normal(size=2), 0.0])
-            tilt = Rotation.from_rotvec(axis / np.linalg.norm(axis) * rng.uniform(0, self.cfg.view_tilt)).as_matrix()
-            rot = tilt @ roll @ target @ source.T
+            if view == "any":
+                rot = Rotation.random(random_state=rng).as_matrix()
+            else:
+                axis = np.array([*rng.normal(size=2), 0.0])
+                rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * rng.uniform(0, self.cfg.view_tilt)).as_matrix() @ roll @ target @ source.T
             if -rot[2, 0] > -0.3:  # the forearm points along -x of the hand frame
                 break
         return rot
