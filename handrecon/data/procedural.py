@@ -243,16 +243,13 @@ class SceneSampler:
         that would point the forearm at the camera is drawn again.
         """
         if view != "any":
-            toward, up = self.view_axes[side][view]  # hand-frame axes that face the camera and point up
-            source = np.stack([toward, up, np.cross(toward, up)], axis=1)
-            target = np.stack([[0, 0, -1.0], [0, -1.0, 0], np.cross([0, 0, -1.0], [0, -1.0, 0])], axis=1)
-            roll = Rotation.from_rotvec([0, 0, rng.uniform(*self.cfg.roll_range)]).as_matrix()
+            rolled = Rotation.from_rotvec([0, 0, rng.uniform(*self.cfg.roll_range)]).as_matrix() @ self.view_axes[side][view]
         for _ in range(100):
             if view == "any":
                 rot = Rotation.random(random_state=rng).as_matrix()
             else:
                 axis = np.array([*rng.normal(size=2), 0.0])
-                rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * rng.uniform(0, self.cfg.view_tilt)).as_matrix() @ roll @ target @ source.T
+                rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * rng.uniform(0, self.cfg.view_tilt)).as_matrix() @ rolled
             if -rot[2, 0] > -0.3:  # the forearm points along -x of the hand frame
                 break
         return rot
@@ -281,13 +278,14 @@ class SceneSampler:
         return base + _distance_along(right_v, left_v + base, direction, gap) * direction
 
 
-def _hand_frame(layer, axes: JointAxes) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """A hand's frame in its model's coordinates, and the (toward, up) axes of each named view.
+def _hand_frame(layer, axes: JointAxes) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A hand's frame in its model's coordinates, and each named view's camera <- frame rotation.
 
     The frame is the columns of a rotation matrix: x from the wrist to the middle knuckle (along
     the fingers), y out of the palm (the palmar direction of the finger bases, from
     `joint_axes`), z = x cross y (towards the thumb on one side, the little finger on the other).
-    Rest shape; the pose of the fingers does not move it. The view axes are in this frame.
+    Rest shape; the pose of the fingers does not move it. A view's rotation turns the frame axis
+    it names towards the camera (camera -z) and its "up" axis up in the image (camera -y).
     """
     joints = layer.J_regressor.detach().double().cpu().numpy() @ layer.v_template.detach().double().cpu().numpy()
     x = joints[4] - joints[0]  # MANO order: 0 wrist, 4 middle-finger base
@@ -298,7 +296,9 @@ def _hand_frame(layer, axes: JointAxes) -> tuple[np.ndarray, dict[str, tuple[np.
     frame = np.stack([x, y, np.cross(x, y)], axis=1)
     thumb = np.sign((joints[13] - joints[0]) @ frame[:, 2])  # 13: thumb base
     ex, ey, ez = np.eye(3)
-    views = {"palm": (ey, ex), "back": (-ey, ex), "thumb": (thumb * ez, ex), "little": (-thumb * ez, ex), "fingertips": (ex, -ey)}
+    toward_up = {"palm": (ey, ex), "back": (-ey, ex), "thumb": (thumb * ez, ex), "little": (-thumb * ez, ex), "fingertips": (ex, -ey)}
+    camera = np.stack([-ez, -ey, np.cross(-ez, -ey)], axis=1)  # where (toward, up, toward x up) go
+    views = {name: camera @ np.stack([t, u, np.cross(t, u)], axis=1).T for name, (t, u) in toward_up.items()}
     return frame, views
 
 
