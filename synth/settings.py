@@ -199,8 +199,9 @@ def resolve_resolution(settings: GeneratorSettings, parts) -> GeneratorSettings:
     their latent stride (VAE factor x the UNet's downsamplings)."""
     if settings.resolution is None:
         return dataclasses.replace(settings, resolution=int(parts.resolution))
-    vae_factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
-    stride = vae_factor * 2 ** (len(parts.unet.config.block_out_channels) - 1)
+    from .models.components import vae_scale_factor
+
+    stride = vae_scale_factor(parts.vae) * 2 ** (len(parts.unet.config.block_out_channels) - 1)
     if settings.resolution % stride:
         raise UserError(f"generator resolution {settings.resolution} is not a multiple of {stride}, the latent stride of this base model")
     return settings

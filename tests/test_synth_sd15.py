@@ -114,3 +114,24 @@ def test_check_builds_the_recipe_runs_one_step_and_writes_nothing(tmp_path, rand
     with pytest.raises(UserError, match=r"is not a Stable Diffusion 1\.x diffusers folder: missing unet/, vae/.*tools/make_random_sd15\.py"):
         synth_train.main([str(ROOT / "configs" / "synth_sd15.yaml"), "--check", "--set", *overrides, f"model.base={tmp_path / 'none'}"])
     assert not out.exists()
+
+
+def test_a_saved_tiny_base_loads_as_a_base_at_its_own_resolution(tmp_path):
+    import torch
+
+    from synth.models.components import load_components, save_base, tiny_components
+
+    parts = tiny_components(seed=3)
+    folder = save_base(parts, tmp_path / "base")
+    loaded = load_components(str(folder))
+    assert loaded.resolution == parts.resolution == 64  # the UNet's 32 latent cells x the VAE's 2, not SD's 512
+    for name in ("unet", "vae", "text_encoder"):
+        saved, read = getattr(parts, name).state_dict(), getattr(loaded, name).state_dict()
+        assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    assert loaded.tokenizer("a left hand")["input_ids"] == parts.tokenizer("a left hand")["input_ids"]
+    # the ControlNet built on it embeds a 64 px condition onto the 32x32 latent grid (a 2x VAE)
+    assert loaded.controlnet.controlnet_cond_embedding(torch.zeros(1, 3, 64, 64)).shape[-2:] == (32, 32)
+    # saving again replaces the folder whole and leaves nothing beside it
+    save_base(tiny_components(seed=4), folder)
+    assert not torch.equal(load_components(str(folder)).unet.conv_in.weight, parts.unet.conv_in.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]

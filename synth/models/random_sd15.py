@@ -20,7 +20,6 @@ of fp32 weights.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -108,30 +107,21 @@ def sd15_configs(scale: float = 1.0) -> dict[str, dict[str, Any]]:
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": dict(SD15_SCHEDULER)}
 
 
-def _write_tokenizer(tokenizer, folder: Path) -> None:
-    """`tokenizer` saved by transformers (tokenizer.json, tokenizer_config.json) plus the
-    vocab.json and merges.txt that SD 1.5's tokenizer/ folder holds (what slow CLIP tokenizers read)."""
-    tokenizer.save_pretrained(folder)
-    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
-    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    (folder / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n", encoding="utf-8")
-
-
 def write_random_sd15(folder: str | Path, scale: float = 1.0, seed: int = 0, tokenizer: str = "sd15") -> Path:
     """Write an SD 1.5-architecture diffusers folder with random weights (fp32, safetensors) to
     `folder`; the same `scale` and `seed` give the same weights. `tokenizer`: ``sd15`` (SD 1.x's
     vocabulary, needs the open-clip-torch package) or ``tiny``. Returns the folder."""
-    import diffusers
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from synth.tokenizers import load_clip_tokenizer
 
+    from .components import write_model_index, write_tokenizer
+
     configs = sd15_configs(scale)  # checks scale before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_tokenizer(load_clip_tokenizer(tokenizer), folder / "tokenizer")
+    write_tokenizer(load_clip_tokenizer(tokenizer), folder / "tokenizer")
     PNDMScheduler.from_config(configs["scheduler"]).save_pretrained(folder / "scheduler")
     builders = {
         "text_encoder": lambda c: CLIPTextModel(CLIPTextConfig(**c)),
@@ -143,19 +133,7 @@ def write_random_sd15(folder: str | Path, scale: float = 1.0, seed: int = 0, tok
         model = build(configs[name])
         model.save_pretrained(folder / name, safe_serialization=True)
         del model
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_model_index(folder, "PNDMScheduler")
     return folder
 
 
