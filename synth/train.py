@@ -129,13 +129,14 @@ def prompt_dropped(seed: int, epoch: int, index: int, repeat: int, prob: float) 
 
 class PairTransform:
     """Sample -> training pair: image in [-1, 1], condition in [0, 1] (both 3 x S x S), prompt
-    token ids and hand-token mask, as `settings` (resolution set) say. With `empty_prompt_prob`
+    token ids and hand-token mask, as `settings` (resolution set) say (`condition=False`: no
+    condition, for training the base model itself). With `empty_prompt_prob`
     a draw's prompt is replaced by "" with that probability (no hand tokens then), decided by
     :func:`prompt_dropped` from (`seed`, `epoch`, global index, repeat): set `epoch` before each
     epoch's iterator starts its workers. Deterministic; runs in the loader workers."""
 
     def __init__(self, hand_model: HandModel, tokenizer, settings: GeneratorSettings, prompts: dict[str, dict] | None, dataset: str,
-                 empty_prompt_prob: float = 0.0, seed: int = 0):  # fmt: skip
+                 empty_prompt_prob: float = 0.0, seed: int = 0, condition: bool = True):  # fmt: skip
         from synth.hand_tokens import HandWordFinder
 
         if settings.resolution is None:
@@ -145,6 +146,7 @@ class PairTransform:
         self.hand_model, self.tokenizer, self.settings, self.size = hand_model, tokenizer, settings, settings.resolution
         self.prompts, self.dataset = prompts, dataset
         self.empty_prompt_prob, self.seed, self.epoch = float(empty_prompt_prob), int(seed), 0
+        self.condition = condition
         self.finder = HandWordFinder()
         self._chain = None
 
@@ -168,22 +170,24 @@ class PairTransform:
         from synth.hand_tokens import hand_tokens
 
         crop = crop_to_input(sample, (self.size, self.size), self.settings.crop_margin)
-        cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.settings.condition_style)["image"][0]
         text = self.prompt(crop)  # read even when dropped: a sample missing from the prompt cache is an error either way
         if prompt_dropped(self.seed, self.epoch, index, repeat, self.empty_prompt_prob):
             text = ""
         ids = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
         columns = hand_tokens(text, self.tokenizer, self.finder).columns if text else []
         mask = hand_token_mask([columns], self.tokenizer.model_max_length)[0]
-        return {
+        pair = {
             "sample_id": str(sample["sample_id"]),
             "source": crop["source"],
             "pixel_values": torch.from_numpy(crop["image"]).permute(2, 0, 1).float() / 127.5 - 1.0,
-            "condition": cond.permute(2, 0, 1).contiguous(),
             "input_ids": ids["input_ids"][0],
             "hand_mask": mask,
             "prompt": text,
         }
+        if self.condition:
+            cond = condition_from_samples(self.hand_model, [crop], (self.size, self.size), self.settings.condition_style)["image"][0]
+            pair["condition"] = cond.permute(2, 0, 1).contiguous()
+        return pair
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:

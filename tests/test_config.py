@@ -628,6 +628,7 @@ def schema(spec: str) -> type:
 
 EXPERIMENT = "handrecon.engine.config:Experiment"
 GENERATOR = "synth.train:GeneratorExperiment"
+BASE = "synth.pretrain_base:BasePretrainExperiment"
 SEMANTICS = "synth.semantics.chain:SemanticsConfig"
 SYNTH_SOURCE = "data.sources.synth={kind: shards, root: s}"
 
@@ -719,6 +720,7 @@ BAD_VALUES = [
     ("handrecon.data.procedural:ProceduralConfig", ["shape_std=-1"], "shape_std must be >= 0, got -1.0"),
     ("handrecon.data.procedural:ProceduralConfig", ["jpeg_quality=0"], "jpeg_quality must be in [1, 100], got 0"),
     ("handrecon.data.procedural:ProceduralConfig", ["batch_size=0"], "batch_size must be >= 1, got 0"),
+    ("handrecon.data.procedural:ProceduralConfig", ["roll_range=[1, 0]"], "roll_range must be lo <= hi, got (1.0, 0.0)"),
     (GENERATOR, ["train.log_every=0"], "train.log_every must be >= 1, got 0"),
     (GENERATOR, ["train.val_every=-1"], "train.val_every must be >= 0, got -1"),
     (GENERATOR, ["train.ckpt_every=-1"], "train.ckpt_every must be >= 0, got -1"),
@@ -743,6 +745,9 @@ BAD_VALUES = [
     (GENERATOR, ["generator.crop_margin=0"], "generator.crop_margin must be > 0, got 0.0"),
     (GENERATOR, ["data.num_workers=-1"], "data.num_workers must be >= 0, got -1"),
     (GENERATOR, ["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    (BASE, ["train.vae_steps=-1"], "train.vae_steps must be >= 0, got -1"),
+    (BASE, ["train.scale_samples=0"], "train.scale_samples must be >= 1, got 0"),
+    (BASE, ["loss.kl_weight=-1"], "loss.kl_weight must be >= 0, got -1.0"),
     ("synth.ablation:Ablation", ["alphas=[1.0, 0.0]"], "alphas[1] must be non-zero (alpha 0 is the +SE+SF row), got 0.0"),
     ("synth.ablation:Ablation", ["alphas=[.inf]"], "alphas[0] must be finite, got inf"),
     ("synth.ablation:Ablation", ["eval.grid=0"], "eval.grid must be >= 1, got 0"),
@@ -803,6 +808,7 @@ def test_schema_defaults_load(spec):
         (EXPERIMENT, "configs/dir_finetune.yaml"),
         (GENERATOR, "configs/synth_tiny.yaml"),
         (GENERATOR, "configs/synth_sd15.yaml"),
+        (BASE, "configs/synth_base_tiny.yaml"),
         ("synth.ablation:Ablation", "configs/ablation_tiny.yaml"),
         ("handrecon.data.procedural:ProceduralConfig", "configs/procedural.yaml"),
     ],

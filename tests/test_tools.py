@@ -27,6 +27,7 @@ def _purpose(tool: Path) -> str:
 CONFIG_SCHEMAS = {
     "train.py": "handrecon.engine.config:Experiment",
     "synth_train.py": "synth.train:GeneratorExperiment",
+    "synth_pretrain_base.py": "synth.pretrain_base:BasePretrainExperiment",
     "synth_cache.py": "synth.cache:CacheJob",
     "semantics.py": ":SemanticsRun",
     "sweep.py": "handrecon.sweep:Sweep",
