@@ -36,7 +36,7 @@ from handrecon.io import atomic_save_image
 
 from .models.components import load_components, save_base
 from .settings import GeneratorSettings, make_scheduler, resolve_resolution
-from .train import GeneratorData, PairTransform, step_generator
+from .train import GeneratorData, PairTransform, noised, step_generator
 
 
 @dataclass
@@ -92,15 +92,6 @@ def vae_terms(vae, pixels: torch.Tensor, generator: torch.Generator, cfg: BaseLo
     if cfg.kl_weight:
         terms["kl"] = posterior.kl().mean() / posterior.mean[0].numel() * cfg.kl_weight
     return terms
-
-
-def base_denoising_loss(unet, latents: torch.Tensor, text: torch.Tensor, scheduler, generator: torch.Generator) -> torch.Tensor:
-    """Latent diffusion's objective on scaled latents: || eps - eps_theta(z_t, t, c) ||^2 (or v)."""
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
-    pred = unet(scheduler.add_noise(latents, noise, steps), steps, text).sample
-    target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
-    return F.mse_loss(pred.float(), target.float())
 
 
 class _Trained(torch.nn.Module):
@@ -172,8 +163,9 @@ class BaseTrainer(TrainLoop):
         with torch.no_grad():
             text = self.parts.text_encoder(batch["input_ids"])[0]
             latents = vae.encode(pixels).latent_dist.sample(generator).float() * vae.config.scaling_factor
+        noisy, steps, target = noised(latents, self.parts.scheduler, generator)  # latent diffusion's objective
         with self.autocast():
-            return {"denoising": base_denoising_loss(self.parts.unet, latents, text, self.parts.scheduler, generator)}
+            return {"denoising": F.mse_loss(self.parts.unet(noisy, steps, text).sample.float(), target.float())}
 
     def load_weights(self, checkpoint: Path) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel

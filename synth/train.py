@@ -196,25 +196,31 @@ def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.de
     return torch.Generator(device).manual_seed(mixed)
 
 
+def noised(latents: torch.Tensor, scheduler, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z_t, t, target) for the denoising loss: noise and timesteps drawn from `generator`, the
+    target the noise (epsilon) or the velocity (v_prediction), as the scheduler predicts."""
+    if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"the noise scheduler's prediction_type must be 'epsilon' or 'v_prediction', got {scheduler.config.prediction_type!r}")
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
+    target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
+    return scheduler.add_noise(latents, noise, steps), steps, target
+
+
 def denoising_loss(parts: Components, controlnet, context: HandTokenContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
     """ControlNet's objective: || eps - eps_theta(z_t, t, c_t, c_f) ||^2 (or v for v-prediction)."""
     vae, unet, scheduler = parts.vae, parts.unet, parts.scheduler
-    if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"the noise scheduler's prediction_type must be 'epsilon' or 'v_prediction', got {scheduler.config.prediction_type!r}")
     with torch.no_grad():
         latents = vae.encode(batch["pixel_values"].to(vae.dtype)).latent_dist.sample(generator) * vae.config.scaling_factor
         text = parts.text_encoder(batch["input_ids"])[0]
     latents = latents.float()  # noise and noising in float32 even under autocast (sqrt(alpha_bar) ~ 1 rounds in bf16)
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
-    noisy = scheduler.add_noise(latents, noise, steps)
+    noisy, steps, target = noised(latents, scheduler, generator)
     # each network gets its inputs in its own dtype (model.base_dtype: the frozen UNet's may differ from the ControlNet's)
     net, base = parts.controlnet.dtype, unet.dtype
     with context.use(batch["hand_mask"]):
         down, mid = controlnet(noisy.to(net), steps, text.to(net), controlnet_cond=batch["condition"].to(net), return_dict=False)
         pred = unet(noisy.to(base), steps, text.to(base), down_block_additional_residuals=tuple(d.to(base) for d in down),
                     mid_block_additional_residual=mid.to(base)).sample  # fmt: skip
-    target = scheduler.get_velocity(latents, noise, steps) if scheduler.config.prediction_type == "v_prediction" else noise
     return F.mse_loss(pred.float(), target.float())
 
 
