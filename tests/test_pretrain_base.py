@@ -2,10 +2,9 @@
 a base folder that the generator reads."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
+from run_cases import stopped_after
 from safetensors.torch import load_file
 
 from handrecon.config import load_config
@@ -53,9 +52,7 @@ def test_base_trains_the_vae_then_the_unet_and_resumes_exactly(tmp_path, procedu
     assert _equal(trained.unet.state_dict(), _weights(base[4], "unet")) and trained.resolution == 64
     assert (run_a / "images" / "step_00000004.png").is_file()
     # resumed in phase 1, the run re-measures the scale on entering phase 2 and ends where the uninterrupted one did
-    (run_b / "checkpoints").mkdir(parents=True)
-    shutil.copy(run_a / "config.yaml", run_b / "config.yaml")
-    shutil.copytree(ckpt.step_dir(run_a, 1), ckpt.step_dir(run_b, 1))
+    stopped_after(run_a, 1, run_b)
     resumed = BaseTrainer(load_config(BasePretrainExperiment, run_b / "config.yaml", [f"out={run_b}"]), resume=True, progress=False)
     assert resumed.step == 1
     resumed.fit()

@@ -1,12 +1,12 @@
 """Training the generator: the loss falls on a fixed batch; a resumed run continues exactly."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from run_cases import stopped_after
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import default_collate
@@ -113,9 +113,7 @@ def test_resumed_generator_training_continues_exactly(tmp_path, procedural_root,
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     trainer = GeneratorTrainer(load_config(GeneratorExperiment, None, [*overrides, f"out={run_a}"]), progress=False)
     trainer.fit()
-    (run_b / "checkpoints").mkdir(parents=True)
-    shutil.copy(run_a / "config.yaml", run_b / "config.yaml")
-    shutil.copytree(ckpt.step_dir(run_a, 2), ckpt.step_dir(run_b, 2))
+    stopped_after(run_a, 2, run_b)
     resumed = GeneratorTrainer(load_config(GeneratorExperiment, run_b / "config.yaml", [f"out={run_b}"]), resume=True, progress=False)
     assert resumed.step == 2
     resumed.fit()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_cases import stopped_after
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -211,9 +212,7 @@ def test_exact_resume_continues_like_the_uninterrupted_run(tmp_path, mano_dir, p
     run_a = Path(full.out)
     # the run "crashed" after its step-3 checkpoint: a folder with only that much of it
     run_b = tmp_path / "b" / "run"
-    (run_b / "checkpoints").mkdir(parents=True)
-    shutil.copy(run_a / "config.yaml", run_b / "config.yaml")
-    shutil.copytree(ckpt.step_dir(run_a, 3), ckpt.step_dir(run_b, 3))
+    stopped_after(run_a, 3, run_b)
     resumed = load_config(Experiment, run_b / "config.yaml", [f"out={run_b}"])
     trainer, _ = _fit(resumed, resume=True)
     assert trainer.step == 6
