@@ -2,13 +2,15 @@
 pretrained Stable Diffusion where none is at hand (the quickstart, CPU studies), so that the
 ControlNet trained on top conditions a model that already draws the data's kind of image.
 
-The pairs are the ControlNet trainer's (`synth.train.PairTransform`): each sample cropped around
-its hands to a square at the generation resolution (`generator.crop_margin`,
-`generator.resolution`), with its prompt from a prompt cache or the rules chain; the condition is
-not rendered. One run trains both networks in the shared loop (`handrecon.engine.loop`: resume,
-DDP, logging): the VAE on reconstruction (L1 plus `kl_weight` x its KL term; `train_vae: false`
-keeps it as it is), the UNet on the denoising loss of latent diffusion on the VAE's current,
-detached latents. The text encoder stays as initialised (frozen, like Stable Diffusion's CLIP).
+The pairs are the ControlNet trainer's (`synth.train.PairLoop`): each sample cropped around its
+hands to a square at the generation resolution (`generator.crop_margin`, `generator.resolution`),
+with its prompt from a prompt cache or the rules chain; the condition is not rendered. One run
+has two phases in the shared loop (`handrecon.engine.loop`: resume, logging, checkpoints): for
+`train.vae_steps` steps the VAE alone, on L1 reconstruction plus `loss.kl_weight` x its mean KL;
+then its `scaling_factor` is set to 1 / the std of its latent means and the UNet alone trains on
+the denoising loss of latent diffusion over the fixed VAE's latents. The text encoder stays as
+initialised (frozen, like Stable Diffusion's CLIP). Each phase leaves one network without
+gradients, so the run is one process (no torchrun).
 
 Every checkpoint holds `base/`, a Stable Diffusion diffusers folder (`save_base`); at the end
 `out/base` is written too. Either is what ``model.base`` of `tools/synth_train.py` (and the
@@ -25,18 +27,17 @@ import torch
 import torch.nn.functional as F
 
 from handrecon.config import check_fields
-from handrecon.data.loader import build_mixed_loader, build_source
+from handrecon.data.loader import build_source
 from handrecon.engine import checkpoint as ckpt
 from handrecon.engine.distributed import barrier
-from handrecon.engine.loop import LoopConfig, TrainLoop
+from handrecon.engine.loop import LoopConfig
 from handrecon.engine.optim import OptimConfig, ScheduleConfig
 from handrecon.errors import UserError
-from handrecon.hand_model.mano import HandModel
 from handrecon.io import atomic_save_image
 
 from .models.components import load_components, save_base
 from .settings import GeneratorSettings, make_scheduler, resolve_resolution
-from .train import GeneratorData, PairTransform, noised, step_generator
+from .train import GeneratorData, PairLoop, noised, step_generator
 
 
 @dataclass
@@ -102,7 +103,7 @@ class _Trained(torch.nn.Module):
         self.unet, self.vae = unet, vae
 
 
-class BaseTrainer(TrainLoop):
+class BaseTrainer(PairLoop):
     """The shared loop (handrecon.engine.loop) on the VAE and UNet of a base model."""
 
     desc = "synth base"
@@ -116,22 +117,8 @@ class BaseTrainer(TrainLoop):
         self.settings = resolve_resolution(cfg.generator, self.parts)
         self.parts.text_encoder.to(self.device).requires_grad_(False).eval()
         self.trained = _Trained(self.parts.unet, self.parts.vae).to(self.device)
-        self.hand_model = HandModel(cfg.mano_dir)
-        prompts = None
-        if cfg.data.prompts:
-            from .semantics.cache import load_prompts
-
-            prompts = load_prompts(cfg.data.prompts)
-        self.val_source = next(iter(cfg.data.sources.values()))
-        self.transform = PairTransform(self.hand_model, self.parts.tokenizer, self.settings, prompts, cfg.data.dataset or self.val_source.kind,
-                                       cfg.data.empty_prompt_prob, cfg.train.seed, condition=False)  # fmt: skip
-        loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
-        self.setup_loop(self.trained, loader, sampler, self.sources)
+        self.setup_loop(self.trained, *self.setup_pairs(self.parts.tokenizer, self.settings, condition=False))
         self._scaled = cfg.train.vae_steps == 0  # the latent scale is measured once per process, on the fixed VAE
-
-    def start_epoch(self, epoch: int) -> None:
-        super().start_epoch(epoch)
-        self.transform.epoch = epoch  # before the epoch's iterator starts its workers
 
     def train_mode(self) -> None:
         self.trained.train()

@@ -224,7 +224,31 @@ def denoising_loss(parts: Components, controlnet, context: HandTokenContext, bat
     return F.mse_loss(pred.float(), target.float())
 
 
-class GeneratorTrainer(TrainLoop):
+class PairLoop(TrainLoop):
+    """The shared loop (handrecon.engine.loop) over the pairs of `cfg.data` (`PairTransform`):
+    the base of the ControlNet's trainer and of the base model's (synth/pretrain_base.py)."""
+
+    def setup_pairs(self, tokenizer, settings: GeneratorSettings, condition: bool = True):
+        """Set `hand_model`, `val_source` (the first source) and `transform`; returns the mixed
+        loader's (loader, sampler, sources) for `setup_loop`."""
+        cfg = self.cfg
+        self.hand_model = HandModel(cfg.mano_dir)
+        prompts = None
+        if cfg.data.prompts:
+            from .semantics.cache import load_prompts
+
+            prompts = load_prompts(cfg.data.prompts)
+        self.val_source = next(iter(cfg.data.sources.values()))
+        self.transform = PairTransform(self.hand_model, tokenizer, settings, prompts, cfg.data.dataset or self.val_source.kind,
+                                       cfg.data.empty_prompt_prob, cfg.train.seed, condition)  # fmt: skip
+        return build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
+
+    def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)
+        self.transform.epoch = epoch  # before the epoch's iterator starts its workers
+
+
+class GeneratorTrainer(PairLoop):
     """The shared loop (handrecon.engine.loop) on the denoising loss of the ControlNet."""
 
     desc = "synth train"
@@ -255,21 +279,7 @@ class GeneratorTrainer(TrainLoop):
             for name in HAND_BIAS_TARGETS[g.hand_bias_targets]:
                 install_hand_bias(getattr(self.parts, name), self.context, g.hand_bias, g.hand_bias_uncond)
 
-        self.hand_model = HandModel(cfg.mano_dir)
-        prompts = None
-        if cfg.data.prompts:
-            from .semantics.cache import load_prompts
-
-            prompts = load_prompts(cfg.data.prompts)
-        self.val_source = next(iter(cfg.data.sources.values()))
-        self.transform = PairTransform(self.hand_model, self.parts.tokenizer, g, prompts, cfg.data.dataset or self.val_source.kind,
-                                       cfg.data.empty_prompt_prob, cfg.train.seed)  # fmt: skip
-        loader, sampler, self.sources = build_mixed_loader(cfg.data, self.hand_model, self.dist.rank, self.dist.world_size, self.transform)
-        self.setup_loop(self.controlnet, loader, sampler, self.sources)
-
-    def start_epoch(self, epoch: int) -> None:
-        super().start_epoch(epoch)
-        self.transform.epoch = epoch  # before the epoch's iterator starts its workers
+        self.setup_loop(self.controlnet, *self.setup_pairs(self.parts.tokenizer, g))
 
     def check_step(self) -> dict[str, float]:
         """One optimizer step (`optim.grad_accum` micro-batches of the configured batch size) from
