@@ -15,6 +15,7 @@ from handrecon.data.procedural import (
     ProceduralConfig,
     SceneMeshes,
     SceneSampler,
+    _distance_along,
     assign_splits,
     generate,
     render_scenes,
@@ -88,8 +89,9 @@ def test_reader_meshes_reproject_onto_the_rendered_hands(dataset, hand_model):
     assert np.mean(errors) < 0.01  # pixels
 
 
-def test_touching_and_apart_hands_keep_their_gaps(hand_model):
-    cfg = ProceduralConfig(single_hand_prob=0.0)
+@pytest.mark.parametrize("layout", ["any", "facing"])
+def test_touching_and_apart_hands_keep_their_gaps(hand_model, layout):
+    cfg = ProceduralConfig(single_hand_prob=0.0, layout=layout)
     sampler = SceneSampler(hand_model, cfg, seed=0, num=60)
     seen = set()
     for i in range(60):
@@ -108,6 +110,25 @@ def test_touching_and_apart_hands_keep_their_gaps(hand_model):
         else:
             assert gap > 0.029
     assert seen == set(INTERACTIONS)
+
+
+def test_a_hand_brought_to_its_gap_never_passes_through_the_other():
+    # two sparse spheres of radius r on one centre, brought apart along x: the first contact from
+    # outside is pole (-r, 0, 0) of the moving one reaching pole (r, 0, 0) of the fixed one, at
+    # s = 2 r + gap; at s = 0 the sparse vertices already lie more than `gap` apart, where a
+    # search up from s = 0 stops with the spheres inside each other
+    r, gap = 0.05, 0.002
+    k = np.arange(40) + 0.5
+    fib = np.stack([np.cos(np.pi * (1 + 5**0.5) * k) * np.sin(np.arccos(1 - 2 * k / 40)),
+                    np.sin(np.pi * (1 + 5**0.5) * k) * np.sin(np.arccos(1 - 2 * k / 40)), 1 - 2 * k / 40], 1)  # fmt: skip
+    fib = fib[np.abs(fib[:, 0]) < 0.9] * r
+    fixed = np.concatenate([fib, [[r, 0, 0]]])
+    moving = np.concatenate([fib @ np.array([[0, 0, 1], [0, 1, 0], [-1, 0, 0.0]]) * 0.97, [[-r, 0, 0]]])
+    assert cKDTree(fixed).query(moving)[0].min() > gap
+    s = _distance_along(fixed, moving, np.array([1.0, 0, 0]), gap)
+    assert s == pytest.approx(2 * r + gap, abs=1e-5)
+    beyond = [cKDTree(fixed).query(moving + [t, 0, 0])[0].min() for t in np.linspace(s, s + 0.2, 400)]
+    assert min(beyond) >= gap - 1e-5
 
 
 def test_hand_and_forearm_form_a_closed_surface(hand_model):
@@ -136,15 +157,16 @@ def test_state_file_records_the_config(dataset):
     assert state["seed"] == 3 and state["num"] == 24 and state["config"]["image_size"] == [64, 80]
 
 
-def _camera_skeletons(hand_model, scene):
+def _camera_skeletons(hand_model, scene, points="skeleton"):
     """(hand, 16, 3) MANO skeleton joints (0 wrist, 1-3 index, 4-6 middle, 7-9 little, 10-12
-    ring, 13-15 thumb) of the scene's valid hands in its camera frame."""
+    ring, 13-15 thumb) of the scene's valid hands in its camera frame; points="joints": the 21
+    joints (0 wrist, then 4 a finger from the thumb: 5, 9, 13, 17 the finger knuckles)."""
     out = []
     for h, side in enumerate(("right", "left")):
         if scene.valid[h]:
             t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
             hand = hand_model.hand(side, betas=t(scene.shape[h]), global_orient=t(scene.pose[h, :3]), hand_pose=t(scene.pose[h, 3:]), transl=t(scene.transl[h]))
-            out.append((hand.skeleton[0].double().numpy() - scene.cam_pos) @ scene.cam_rot.T)
+            out.append((getattr(hand, points)[0].double().numpy() - scene.cam_pos) @ scene.cam_rot.T)
     return out
 
 
@@ -185,7 +207,26 @@ def test_view_roll_and_tilt_follow_their_ranges(hand_model):
     assert max(depth) <= 0.5 + 0.05 and max(depth) > 0.2
 
 
+@pytest.mark.parametrize("views", [("any",), ("palm", "back")])
+def test_layout_puts_the_left_hand_on_its_side_of_the_image(hand_model, views):
+    # palm centres (wrist and the four finger knuckles) in the camera frame: the left one lies
+    # right of the right one ("facing") or left of it ("egocentric"); a clasp has no sides and
+    # "any" takes both
+    palm = [0, 5, 9, 13, 17]
+    sides = {}
+    for layout in ("facing", "egocentric", "any"):
+        cfg = ProceduralConfig(single_hand_prob=0.0, views=views, layout=layout)
+        sampler = SceneSampler(hand_model, cfg, seed=4, num=40)
+        scenes = [sampler.sample(i) for i in range(40)]
+        sides[layout] = set()
+        for scene in scenes:
+            if scene.interaction != "clasped":
+                right, left = (joints[palm].mean(0) for joints in _camera_skeletons(hand_model, scene, "joints"))
+                sides[layout].add(float(np.sign(left[0] - right[0])))
+    assert sides == {"facing": {1.0}, "egocentric": {-1.0}, "any": {-1.0, 1.0}}
+
+
 def test_config_refuses_unknown_views_grasps_and_tilts():
-    for kw, name in ((dict(views=("side",)), "views"), (dict(grasps=("claw",)), "grasps"), (dict(view_tilt=2.0), "view_tilt")):
+    for kw, name in ((dict(views=("side",)), "views"), (dict(grasps=("claw",)), "grasps"), (dict(view_tilt=2.0), "view_tilt"), (dict(layout="mirror"), "layout")):
         with pytest.raises(ValueError, match=name):
             ProceduralConfig(**kw)

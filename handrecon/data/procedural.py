@@ -33,6 +33,9 @@ INTERACTIONS = ("apart", "touching", "clasped", "overlapping")
 # side, fingertips), tilted by up to `view_tilt` and turned about the view axis by `roll_range`.
 VIEWS = ("any", "palm", "back", "thumb", "little", "fingertips")
 SPLITS = ("train", "val", "test")
+# The side of the image the left hand takes from the right one, as a sign on the camera's x
+# axis (right in the image); "any" leaves it random.
+LAYOUTS = {"any": 0.0, "facing": 1.0, "egocentric": -1.0}
 # Albedo of skin from light to dark (linear-ish RGB in [0, 1]).
 SKIN_TONES = np.array(
     [
@@ -67,6 +70,10 @@ class ProceduralConfig:
     views: tuple[str, ...] = ("any",)  # of VIEWS, drawn uniformly per hand
     view_tilt: float = 0.4  # named views: largest tilt away from the named side, in [0, pi/2]
     roll_range: tuple[float, float] = (-math.pi, math.pi)  # named views: turn about the view axis; 0 = fingers up; lo <= hi
+    # where the left hand lies beside the right one in the image, in apart, touching and
+    # overlapping scenes: "any" direction, "facing" (on the image right, as a person facing the
+    # camera holds them) or "egocentric" (on the image left, as seen from the person's own eyes)
+    layout: str = "any"
 
     def __post_init__(self) -> None:
         check_fields(self, ">= 1", "image_size", "batch_size")
@@ -77,6 +84,8 @@ class ProceduralConfig:
         if not 0 <= self.view_tilt <= math.pi / 2:
             raise FieldError("view_tilt", "in [0, pi/2]", self.view_tilt)
         check_fields(self, "lo <= hi", "roll_range")
+        if self.layout not in LAYOUTS:
+            raise FieldError("layout", f"one of {', '.join(LAYOUTS)}", self.layout)
         check_fields(self, "in [0, 1]", "single_hand_prob")
         check_fields(self, ">= 0", "interaction_weights", "split_fractions", "forearm_length", "shape_std")
         for name in ("interaction_weights", "split_fractions"):
@@ -192,9 +201,12 @@ class SceneSampler:
                     break
         else:
             forward = cam_rot[2]
+        if cam_rot is None and cfg.layout != "any":
+            cam_rot = _look_at(forward, rng)  # the layout needs the image's x axis
         transl = np.zeros((2, 3))
         if interaction != "single":
-            transl[1] = self._left_offset(rng, interaction, at_origin, forward)
+            towards = None if cfg.layout == "any" else cam_rot[0] * LAYOUTS[cfg.layout]
+            transl[1] = self._left_offset(rng, interaction, at_origin, forward, towards)
         verts = [v + t for (v, _), t in zip(at_origin, transl)]
         pts = np.concatenate([v for v, ok in zip(verts, valid) if ok])
         centre = (pts.min(0) + pts.max(0)) / 2
@@ -254,8 +266,11 @@ class SceneSampler:
                 break
         return rot
 
-    def _left_offset(self, rng, interaction: str, at_origin, forward: np.ndarray) -> np.ndarray:
-        """Left-hand translation for a two-hand interaction, given both meshes at the origin."""
+    def _left_offset(self, rng, interaction: str, at_origin, forward: np.ndarray, towards: np.ndarray | None = None) -> np.ndarray:
+        """Left-hand translation for a two-hand interaction, given both meshes at the origin.
+
+        `towards` (a unit vector across the view) is the side the left hand's palm centre takes
+        from the right one's, except in a clasp; None leaves the side random."""
         (right_v, right_j), (left_v, left_j) = at_origin
         palm = lambda j: j[[0, 5, 9, 13, 17]].mean(0)  # noqa: E731  wrist and the five knuckles
         base = palm(right_j) - palm(left_j)  # left palm centre onto the right palm centre
@@ -274,6 +289,8 @@ class SceneSampler:
             direction = rng.normal(size=3)
             direction -= 0.7 * (direction @ forward) * forward  # mostly across the view
             gap = rng.uniform(0.0, 0.006) if interaction == "touching" else rng.uniform(0.03, 0.12)
+        if towards is not None:
+            direction += 2 * max(0.0, -(direction @ towards)) * towards  # mirrored onto the `towards` side
         direction /= np.linalg.norm(direction)
         return base + _distance_along(right_v, left_v + base, direction, gap) * direction
 
@@ -302,20 +319,29 @@ def _hand_frame(layer, axes: JointAxes) -> tuple[np.ndarray, dict[str, np.ndarra
     return frame, views
 
 
-def _distance_along(fixed: np.ndarray, moving: np.ndarray, direction: np.ndarray, gap: float) -> float:
-    """Smallest s >= 0 (bisection) such that `moving + s * direction` is `gap` away from `fixed`."""
+def _distance_along(fixed: np.ndarray, moving: np.ndarray, direction: np.ndarray, gap: float, tol: float = 1e-6) -> float:
+    """Where `moving` stops when brought in from far along -`direction` (unit) towards `fixed`,
+    which it overlaps at s = 0: the largest s > 0 with `moving + s * direction` `gap` away from
+    `fixed` (nearest vertices).
+
+    Sphere tracing: the nearest-vertex distance changes by at most |ds| when s changes, so each
+    step down by (distance - gap) stays outside the gap and the pair never passes through each
+    other. Searching up from s = 0 instead stops inside the other hand wherever the vertices of
+    the two overlapping meshes happen to lie `gap` apart. A gap smaller than the meshes' vertex
+    spacing can let the vertices slip past each other (s reaches 0); the search is then made
+    again with the gap doubled.
+    """
     tree = cKDTree(fixed)
-
-    def min_dist(s: float) -> float:
-        return float(tree.query(moving + s * direction)[0].min())
-
-    lo, hi = 0.0, 0.05
-    while min_dist(hi) < gap:
-        lo, hi = hi, hi * 2
-    for _ in range(20):  # 0.05 m / 2^20: well under a micrometre
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if min_dist(mid) < gap else (lo, mid)
-    return hi
+    reach = lambda points: np.linalg.norm(points - points.mean(0), axis=1).max()  # noqa: E731
+    start = float(np.linalg.norm(fixed.mean(0) - moving.mean(0)) + reach(fixed) + reach(moving) + gap)  # bounding spheres apart
+    while True:
+        s = start
+        while s > 0:
+            step = float(tree.query(moving + s * direction)[0].min()) - gap
+            if step <= tol:
+                return s
+            s -= step
+        gap *= 2
 
 
 # --- forearms ------------------------------------------------------------------------------------
