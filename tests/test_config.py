@@ -782,6 +782,8 @@ BAD_VALUES = [
     ("tools/semantics.py:SemanticsRun", ["semantics.openai.retries=-1"], "semantics.openai.retries must be >= 0, got -1"),
     ("tools/quickstart.py:QuickstartConfig", ["generator_steps=0"], "generator_steps must be >= 1, got 0"),
     ("tools/quickstart.py:QuickstartConfig", ["seed=-1"], "seed must be >= 0, got -1"),
+    ("tools/quickstart.py:QuickstartConfig", ["regressor_lr=0"], "regressor_lr must be > 0, got 0.0"),
+    ("tools/quickstart.py:QuickstartConfig", ["generator_crop_margin=-1"], "generator_crop_margin must be > 0, got -1.0"),
     ("tools/quickstart.py:QuickstartConfig", ["ratios=[0.0, 1.0]"], "ratios[1] must be in [0, 1), got 1.0"),
     ("tools/quickstart.py:QuickstartConfig", ["procedural.batch_size=0"], "procedural.batch_size must be >= 1, got 0"),
 ]  # fmt: skip

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from handrecon.hand_model.mano import HandModel
 from handrecon.hand_model.standin import write_standin_mano
 from handrecon.io import atomic_save_image, atomic_write_text
 
+MAIN = "interwild/mpvpe_all_wrist_mm"  # the summary's headline metric
+
 
 @dataclass
 class QuickstartConfig:
@@ -27,15 +30,26 @@ class QuickstartConfig:
     seed: int = 0  # >= 0
     device: str = "auto"  # auto: CUDA when present
     num_images: int = 400  # procedural images over train/val/test
-    procedural: ProceduralConfig = field(default_factory=lambda: ProceduralConfig(image_size=(192, 192)))
+    # palm views with the hands laid out as a person facing the camera holds them, half the images
+    # one hand: data a tiny regressor learns from in minutes (datasets/procedural.md)
+    procedural: ProceduralConfig = field(
+        default_factory=lambda: ProceduralConfig(image_size=(192, 192), views=("palm",), layout="facing", single_hand_prob=0.5)
+    )
     gallery_size: int = 16  # images in the gallery PNG
     generator_steps: int = 60  # tiny generator training steps
     generator_batch: int = 4
+    generator_lr: float = 1e-4  # > 0
+    # the ControlNet's model.base: "tiny" (random weights) or a folder written by
+    # tools/synth_pretrain_base.py (made with the same generator_crop_margin)
+    generator_base: str = "tiny"
+    generator_crop_margin: float = 2.5  # square crop side = margin x the hands' extent; > 0
     synth_samples: int = 96  # generations cached as shards
     synth_inference_steps: int = 10
     regressor: str = "interwild_tiny"  # a registered model
-    regressor_steps: int = 150  # the same for every mix ratio
+    regressor_steps: int = 900  # the same for every mix ratio
     regressor_batch: int = 16
+    regressor_lr: float = 2e-3  # > 0
+    regressor_options: dict[str, Any] = field(default_factory=lambda: {"roi_scale": 1.5})  # the model's config options (models/interwild.py)
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.3])  # synthetic shares of each batch, in [0, 1)
     bootstrap: int = 500  # resamples (>= 0) for the 95% intervals; 0: no intervals
 
@@ -44,11 +58,31 @@ class QuickstartConfig:
                   "regressor_steps", "regressor_batch")  # fmt: skip
         check_fields(self, ">= 1", *counts)
         check_fields(self, ">= 0", "seed", "bootstrap")
+        check_fields(self, "> 0", "regressor_lr", "generator_lr", "generator_crop_margin")
         check_fields(self, "in [0, 1)", "ratios")
 
 
-def _stage(name: str) -> None:
-    print(f"\n== {name}", flush=True)
+class _Stages:
+    """Prints each stage's heading and keeps the wall time each one took (resumed stages count
+    only this run's time)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._name, self._start = "", 0.0
+
+    def __call__(self, name: str) -> None:
+        self.end()
+        print(f"\n== {name}", flush=True)
+        self._name, self._start = name, time.perf_counter()
+
+    def end(self) -> None:
+        if self._name:
+            self.times[self._name] = time.perf_counter() - self._start
+            self._name = ""
+
+    def table(self) -> str:
+        rows = [f"| {name} | {seconds:.0f} |" for name, seconds in self.times.items()]
+        return "\n".join(["| stage | seconds |", "|---|---|", *rows, f"| all | {sum(self.times.values()):.0f} |"])
 
 
 def _tile_rows(tiles: list[np.ndarray], cols: int) -> np.ndarray:
@@ -99,7 +133,8 @@ def _generator(cfg: QuickstartConfig, mano_dir: Path, data_dir: Path, prompts: P
         f"out={out}", f"mano_dir={mano_dir}", f"data.sources.real.root={data_dir}", f"data.prompts={prompts}", "data.dataset=procedural",
         f"data.batch_size={cfg.generator_batch}", f"train.max_steps={cfg.generator_steps}", f"train.seed={cfg.seed}",
         f"train.device={cfg.device}", "train.log_every=10", f"train.val_every={cfg.generator_steps}", "train.val_inference_steps=10",
-        f"train.ckpt_every={max(cfg.generator_steps // 2, 1)}", "optim.lr=1e-4",
+        f"train.ckpt_every={max(cfg.generator_steps // 2, 1)}", f"optim.lr={cfg.generator_lr}", f"model.base={cfg.generator_base}",
+        f"generator.crop_margin={cfg.generator_crop_margin}",
     ]  # fmt: skip
     trainer = GeneratorTrainer(load_config(GeneratorExperiment, None, overrides), resume=bool(found))
     try:
@@ -125,13 +160,52 @@ def _generated_grid(shards: Path, hand_model: HandModel, count: int, path: Path)
     return atomic_save_image(path, _tile_rows(tiles, 8))
 
 
+def _label_consistency(run: Path, data_dir: Path, shards: Path, hand_model: HandModel, device: str) -> dict[str, float]:
+    """MPVPE (all, wrist-relative, mm; the InterWild protocol) of a trained regressor on the real
+    test split ('real') and on the generated samples against the labels they were drawn from
+    ('generated'), and of the training split's mean hand on the generated samples ('mean_hand'):
+    what a regressor scores there that reads nothing of the images."""
+    import torch
+
+    from handrecon import metrics
+    from handrecon.data.readers import create_reader, dataset_spec
+    from handrecon.data.shards import ShardSource
+    from handrecon.engine.predict import predict_dataset
+    from handrecon.evaluation import load_ground_truth
+    from handrecon.sweep import mean_hand_predictions
+    from synth.generation_eval import load_regressor
+
+    model = load_regressor(str(run), hand_model)
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    rules = dataset_spec("procedural").rules
+    mpvpe = lambda pred, truth: float(metrics.evaluate(pred, truth.as_dict(), dataset=rules, hand_model=hand_model).summary[MAIN])  # noqa: E731
+    scores = {}
+    for name, source in (("real", lambda **kw: create_reader("ih26m", data_dir, "test", hand_model, **kw)), ("generated", lambda **kw: ShardSource(shards, hand_model, **kw))):
+        truth = load_ground_truth(source(load_images=False), hand_model)
+        scores[name] = mpvpe(predict_dataset(model, source(), device=device, progress=False), truth)
+    train = load_ground_truth(create_reader("ih26m", data_dir, "train", hand_model, load_images=False), hand_model)
+    regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
+    mean = {**mean_hand_predictions(train, len(truth.sample_ids), regressors), "sample_ids": np.asarray(truth.sample_ids)}
+    scores["mean_hand"] = mpvpe(mean, truth)
+    return scores
+
+
 SUMMARY = """# Quickstart summary
 
 {table}
 
 "mean hand" is the score of a predictor that ignores its image: each hand the average
 wrist-relative mesh of the training labels (handrecon.sweep.mean_hand_predictions). A regressor
-has learnt from the images only where it scores clearly below that row.
+has learnt from the images only where it scores clearly below that row. Here the ratio-{first}
+regressor's MPVPE (all) is {learnt:.2f}x the mean hand's; per kind of test image, single hands
+{single:.1f} mm against {single_mean:.1f}, two hands {inter:.1f} against {inter_mean:.1f}.
+
+Label consistency of the generated samples: the ratio-{first} regressor scores MPVPE (all)
+{gen:.1f} mm on the {synth} generated images against the labels they were drawn from, and
+{real:.1f} mm on the real test images: {consistency:.2f}x (the mean hand scores {gen_mean:.1f} mm on
+the generated images). Near 1x, the generator draws hands that follow their conditions as
+closely as the real images show theirs; near the mean hand's score, the regressor reads nothing
+of the generated hands (generated.png shows each condition over its generation).
 
 What this shows: every stage of the toolkit ran on this machine from nothing: a stand-in MANO
 model, a procedural dataset with exact labels, behaviour prompts, a tiny SesaHand generator
@@ -141,8 +215,8 @@ cached as shards with their labels, and the same tiny regressor ({model}) traine
 with the InterWild protocol on the procedural test split ({test} samples; 95% bootstrap
 intervals).
 
-What it does not show: whether SesaHand data helps. The generator here is a tiny random
-Stable Diffusion trained for seconds, so its images (generated.png) are not realistic, and the
+What it does not show: whether SesaHand data helps. The generator here is a ControlNet trained
+for {gen_steps} steps on {base}, so its images (generated.png) are not realistic, and the
 regressors are tiny, trained from scratch for a few minutes; differences between the rows are
 within what a different seed would give unless the intervals clearly separate. For a real
 study: Stable Diffusion 1.5 weights, real data and `tools/sweep.py` with several seeds. What a
@@ -151,6 +225,10 @@ learns on a model that already draws realistic images, and the regressors start 
 InterWild or DIR checkpoints (configs/interwild_finetune.yaml, configs/dir_finetune.yaml) on
 InterHand2.6M / Re:InterHand instead of from random weights: the setting of the paper's
 InterWild* / DIR* numbers, where the synthetic share is the one thing a study varies.
+
+Wall time of each stage in this run (a resumed stage counts only what this run did):
+
+{stages}
 """
 
 
@@ -160,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(QuickstartConfig, args)
     out = Path(cfg.out)
-    start = time.perf_counter()
+    _stage = _Stages()
 
     _stage("1. stand-in MANO model")
     mano_dir = out / "mano"
@@ -181,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = _prompts(cfg, hand_model, data_dir, out / "prompts")
     print(f"wrote {prompts}; first: {json.loads(prompts.read_text().splitlines()[0])['prompt']!r}")
 
-    _stage(f"5. tiny SesaHand generator, {cfg.generator_steps} training steps")
+    _stage(f"5. tiny SesaHand generator on base '{cfg.generator_base}', {cfg.generator_steps} training steps")
     controlnet = _generator(cfg, mano_dir, data_dir, prompts, out / "generator")
     print(f"ControlNet at {controlnet}")
 
@@ -205,14 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     sweep = load_config(Sweep, None, [
         f"out={out / 'sweep'}", f"ratios={cfg.ratios}", f"seeds=[{cfg.seed}]", f"bootstrap={cfg.bootstrap}",
         f"test.root={data_dir}", "test.dataset=procedural", "vary=synth",
-        f"experiment.mano_dir={mano_dir}", f"experiment.model.name={cfg.regressor}",
+        f"experiment.mano_dir={mano_dir}", f"experiment.model.name={cfg.regressor}", f"experiment.model.options={json.dumps(cfg.regressor_options)}",
         f"experiment.data.sources.real={{kind: ih26m, root: {data_dir}, split: train}}",
         f"experiment.data.sources.synth={{kind: shards, root: {job.out}}}", "experiment.data.ratios={real: 1.0, synth: 0.0}",
         f"experiment.data.batch_size={cfg.regressor_batch}",
-        "experiment.optim.lr=1e-3", "experiment.schedule.warmup_steps=10", f"experiment.train.max_steps={cfg.regressor_steps}",
+        f"experiment.optim.lr={cfg.regressor_lr}", "experiment.schedule.warmup_steps=10", f"experiment.train.max_steps={cfg.regressor_steps}",
         f"experiment.train.device={cfg.device}", "experiment.train.log_every=10", f"experiment.train.ckpt_every={cfg.regressor_steps}",
     ])  # fmt: skip
     rows = run_sweep(sweep)
+
+    first = min(rows, key=lambda r: r["ratio"])
+    _stage(f"8. label consistency: the ratio-{first['ratio']:.2f} regressor on real test images and on the generated ones")
+    consistency = _label_consistency(Path(first["run"]), data_dir, Path(job.out), hand_model, cfg.device)
+    consistency["ratio"] = consistency["generated"] / consistency["real"]
+    print(json.dumps(consistency))
+    _stage.end()
     keys = [k for k in rows[0] if k.startswith("interwild/") and not k.endswith(("ci_lo", "ci_hi"))]
     lines = ["| ratio | " + " | ".join(k.removeprefix("interwild/") for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     baseline = json.loads((Path(sweep.out) / "baseline.json").read_text())
@@ -225,11 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table({k: values[k] for k in keys}, {k: ci[k] for k in keys if k in ci}))
     summary = SUMMARY.format(
         table="\n".join(lines), gen_steps=cfg.generator_steps, synth=cfg.synth_samples, model=cfg.regressor, steps=cfg.regressor_steps,
-        ratios=", ".join(f"{r:.2f}" for r in cfg.ratios), test=rows[0]["num_samples"],
+        ratios=", ".join(f"{r:.2f}" for r in cfg.ratios), test=rows[0]["num_samples"], stages=_stage.table(),
+        base="a tiny random Stable Diffusion" if cfg.generator_base == "tiny" else f"the tiny base {cfg.generator_base}",
+        first=f"{first['ratio']:.2f}", learnt=first[MAIN] / baseline["metrics"][MAIN],
+        single=first["interwild/mpvpe_single_wrist_mm"], single_mean=baseline["metrics"]["interwild/mpvpe_single_wrist_mm"],
+        inter=first["interwild/mpvpe_inter_wrist_mm"], inter_mean=baseline["metrics"]["interwild/mpvpe_inter_wrist_mm"],
+        gen=consistency["generated"], real=consistency["real"], consistency=consistency["ratio"], gen_mean=consistency["mean_hand"],
     )  # fmt: skip
     atomic_write_text(out / "summary.md", summary)
     print(f"\nwrote {out / 'summary.md'}, {sweep.out}/results.csv, {sweep.out}/metric_vs_ratio.png")
-    print(f"\nquickstart done in {time.perf_counter() - start:.0f} s; artefacts in {out}")
+    print(f"\n{_stage.table()}\n\nquickstart done in {sum(_stage.times.values()):.0f} s; artefacts in {out}")
     return 0
 
 
