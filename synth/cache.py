@@ -75,7 +75,7 @@ class CacheJob:
     labels: SourceConfig = field(default_factory=lambda: SourceConfig(kind="ih26m", root="", split="train"))  # label source
     dataset: str = ""  # the label dataset's name in rules prompts (procedural, ih26m, ...); default: labels.kind
     prompts: str = ""  # a prompt cache .jsonl keyed by the label samples' ids; empty: the rules chain
-    base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder
+    base: str = "tiny"  # tiny | a Stable Diffusion 1.x diffusers folder: the ControlNet's own (checked against its run's config.yaml)
     controlnet: str | None = None  # a trained ControlNet folder (RUN/checkpoints/step_XXXXXXXX/controlnet): its weights and settings; null: untrained, default settings
     generator: GeneratorOverrides = field(default_factory=GeneratorOverrides)  # explicit overrides of the ControlNet's settings (synth/settings.py)
     batch_size: int = 8  # images per pipeline call; >= 1
@@ -299,6 +299,24 @@ class CacheWriter:
         return stats
 
 
+def check_trained_base(job: CacheJob) -> None:
+    """Refuse a base other than the one the job's ControlNet was trained on, as its run's
+    config.yaml (beside the controlnet folder) records it: `model.base`, and for the random tiny
+    base, which its seed draws, `train.seed`."""
+    import yaml
+
+    config = Path(job.controlnet or ".").parent / "config.yaml"
+    if not job.controlnet or not config.is_file():
+        return
+    trained = yaml.safe_load(config.read_text()) or {}
+    base, seed = trained.get("model", {}).get("base"), trained.get("train", {}).get("seed")
+    same = base == job.base if "tiny" in (base, job.base) else Path(str(base)).resolve() == Path(job.base).resolve()
+    if base is not None and not same:
+        raise UserError(f"base: the ControlNet {job.controlnet} was trained on base {base} (model.base in {config.resolve()}); this job's base is {job.base}: set base={base}")
+    if base == "tiny" and seed is not None and seed != job.seed:
+        raise UserError(f"seed: the ControlNet {job.controlnet} was trained on the tiny base drawn with train.seed={seed} ({config.resolve()}); this job's seed {job.seed} draws another: set seed={seed}")
+
+
 def run(job: CacheJob, progress: bool = True) -> dict:
     """Plan (or reload) the job, generate this rank's unfinished shards, index when all are done."""
     from handrecon.engine.distributed import dist_info, pick_device
@@ -307,6 +325,7 @@ def run(job: CacheJob, progress: bool = True) -> dict:
         folder = getattr(job, name)
         if folder and folder != "tiny" and not Path(folder).is_dir():
             raise UserError(f"{name}: no folder at {folder}")
+    check_trained_base(job)
     if not job.mano_dir:
         raise UserError("mano_dir is not set: give the folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
     device, dist = pick_device(job.device), dist_info()  # no process group: see wait_until

@@ -131,6 +131,35 @@ def test_bad_jobs_fail_before_anything_is_written(tmp_path, mano_dir, procedural
     assert not (tmp_path / "typo").exists()  # no manifest hashed over the mistyped path
 
 
+def test_a_controlnet_generates_only_on_the_base_it_was_trained_on(tmp_path, mano_dir, procedural_root):
+    # the run's config.yaml beside the controlnet folder records its base (and the seed that
+    # draws the random tiny one): another base, or another tiny one, is refused before anything
+    # is written; the same base passes that check (and the run then fails on the empty folder)
+    from synth.cache import run
+
+    controlnet = tmp_path / "run" / "checkpoints" / "step_00000010" / "controlnet"
+    controlnet.mkdir(parents=True)
+    other = tmp_path / "other_base"
+    other.mkdir()
+    for trained, job_keys, message in (
+        ({"base": "tiny"}, {"base": str(other)}, "base: the ControlNet .* was trained on base tiny .*: set base=tiny"),
+        ({"base": str(other)}, {}, f"base: .* this job's base is tiny: set base={other}"),
+        ({"base": "tiny"}, {"seed": 1}, "seed: .* train.seed=3 .* set seed=3"),
+    ):
+        (controlnet.parent / "config.yaml").write_text(json.dumps({"model": trained, "train": {"seed": 3}}))
+        job = CacheJob(out=str(tmp_path / "cache"), num=2, mano_dir=str(mano_dir), dataset="procedural", controlnet=str(controlnet), **{"seed": 3, **job_keys})
+        job.labels.root = str(procedural_root)
+        with pytest.raises(UserError, match=message):
+            run(job, progress=False)
+        assert not (tmp_path / "cache").exists()
+    (controlnet.parent / "config.yaml").write_text(json.dumps({"model": {"base": str(other)}, "train": {"seed": 3}}))
+    job = CacheJob(out=str(tmp_path / "cache"), num=2, mano_dir=str(mano_dir), dataset="procedural", controlnet=str(controlnet), base=os.path.relpath(other), seed=1)
+    job.labels.root = str(procedural_root)
+    with pytest.raises(Exception) as failed:
+        run(job, progress=False)
+    assert "was trained on base" not in str(failed.value)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the generator settings are the trained ControlNet's; only the step count is this job's own
     job = CacheJob(out=str(out / "synth_cache"), num=cfg.synth_samples, shard_size=16, seed=cfg.seed, mano_dir=str(mano_dir),
-                   dataset="procedural", controlnet=str(controlnet), generator=GeneratorOverrides(inference_steps=cfg.synth_inference_steps),
+                   dataset="procedural", base=cfg.generator_base, controlnet=str(controlnet), generator=GeneratorOverrides(inference_steps=cfg.synth_inference_steps),
                    device=cfg.device)  # fmt: skip
     job.labels.root, job.labels.split = str(data_dir), "train"
     print(json.dumps(run(job)))
