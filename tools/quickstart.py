@@ -29,7 +29,7 @@ class QuickstartConfig:
     out: str = "runs/quickstart"  # every artefact goes below this folder
     seed: int = 0  # >= 0
     device: str = "auto"  # auto: CUDA when present
-    num_images: int = 400  # procedural images over train/val/test
+    num_images: int = 1000  # procedural images, split by procedural.split_fractions
     # palm views with the hands laid out as a person facing the camera holds them, half the images
     # one hand: data a tiny regressor learns from in minutes (datasets/procedural.md)
     procedural: ProceduralConfig = field(
