@@ -58,12 +58,19 @@ def test_deterministic_by_seed_and_resumable(dataset, hand_model, tmp_path):
     assert _tree_bytes(fresh) == _tree_bytes(out)
 
 
-def test_refuses_to_mix_seeds_or_configs(dataset, hand_model):
+def test_refuses_to_mix_seeds_or_configs(dataset, hand_model, tmp_path):
     out, _ = dataset
     with pytest.raises(UserError, match="seed=3 num=24"):
         generate(hand_model, SMALL, out, num=24, seed=4, progress=False)
     with pytest.raises(UserError, match="another --out"):
         generate(hand_model, ProceduralConfig(image_size=(64, 64)), out, num=24, seed=3, progress=False)
+    # a folder an earlier sampler drew (no version recorded) is not resumed with the current one
+    older = tmp_path / "older"
+    older.mkdir()
+    state = json.loads((out / "procedural.json").read_text())
+    (older / "procedural.json").write_text(json.dumps({k: v for k, v in state.items() if k != "sampler"}))
+    with pytest.raises(UserError, match="sampler version None; .* sampler version 2"):
+        generate(hand_model, SMALL, older, num=24, seed=3, progress=False)
 
 
 def test_reader_meshes_reproject_onto_the_rendered_hands(dataset, hand_model):

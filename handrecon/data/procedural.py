@@ -484,6 +484,8 @@ def render_scenes(scenes: list[Scene], hand_model: HandModel, meshes: SceneMeshe
 
 
 # --- writing the dataset -------------------------------------------------------------------------
+#: what the same config and seed draw; raised when that changes (2: hands brought to their gap from far)
+SAMPLER_VERSION = 2
 _STATE = "procedural.json"  # what the folder holds: seed, count, config hash; refuses mixing
 
 
@@ -590,15 +592,16 @@ def generate(
     from .readers.interhand import image_path, write_interhand_split
 
     out = Path(out_dir)
-    state = {"seed": seed, "num": num, "config_hash": config_hash(cfg), "config": config_to_dict(cfg)}
+    state = {"seed": seed, "num": num, "config_hash": config_hash(cfg), "sampler": SAMPLER_VERSION, "config": config_to_dict(cfg)}
     state_file = out / _STATE
     if state_file.exists():
         old = json.loads(state_file.read_text())
-        if {k: old.get(k) for k in ("seed", "num", "config_hash")} != {k: state[k] for k in ("seed", "num", "config_hash")}:
+        keys = ("seed", "num", "config_hash", "sampler")
+        if {k: old.get(k) for k in keys} != {k: state[k] for k in keys}:
             raise UserError(
                 f"{out} holds a procedural dataset made with seed={old.get('seed')} num={old.get('num')} "
-                f"config {old.get('config_hash')}; this run asks for seed={seed} num={num} config {state['config_hash']}. "
-                "Use another --out folder (or delete this one)."
+                f"config {old.get('config_hash')} sampler version {old.get('sampler')}; this run asks for seed={seed} num={num} "
+                f"config {state['config_hash']} sampler version {SAMPLER_VERSION}. Use another --out folder (or delete this one)."
             )
     else:
         atomic_write_json(state_file, state, indent=1)
