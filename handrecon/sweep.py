@@ -129,6 +129,13 @@ def mean_hand_predictions(train, count: int, regressors: np.ndarray) -> dict[str
     return {"verts": np.repeat(mesh[None], count, 0).astype(np.float32), "rel_trans": np.repeat(rel[None], count, 0).astype(np.float32)}
 
 
+def mean_hand_for(train, test, hand_model) -> dict[str, np.ndarray]:
+    """`mean_hand_predictions` of a training split's `GroundTruth` for every sample of the `test`
+    one, with its sample ids: what `metrics.evaluate` takes."""
+    regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
+    return {**mean_hand_predictions(train, len(test.sample_ids), regressors), "sample_ids": np.asarray(test.sample_ids)}
+
+
 def evaluate_baseline(sweep: Sweep, seed: int) -> dict:
     """The mean hand of the epoch source's labels scored on the test split (as `evaluate_run`)."""
     from .data.readers import create_reader
@@ -144,10 +151,7 @@ def evaluate_baseline(sweep: Sweep, seed: int) -> dict:
     train = load_ground_truth(create_reader(source.kind, source.root, source.split, hand_model, load_images=False), hand_model)
     spec = dataset_spec(sweep.test.dataset)
     gt = load_ground_truth(create_reader(spec.reader, sweep.test.root, sweep.test.split, hand_model, load_images=False), hand_model)
-    regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
-    pred = mean_hand_predictions(train, len(gt.sample_ids), regressors)
-    pred["sample_ids"] = np.asarray(gt.sample_ids)
-    return {**score(pred, gt, spec.rules, hand_model, sweep.bootstrap, seed), "source": name}
+    return {**score(mean_hand_for(train, gt, hand_model), gt, spec.rules, hand_model, sweep.bootstrap, seed), "source": name}
 
 
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:

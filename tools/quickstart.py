@@ -165,28 +165,24 @@ def _label_consistency(run: Path, data_dir: Path, shards: Path, hand_model: Hand
     test split ('real') and on the generated samples against the labels they were drawn from
     ('generated'), and of the training split's mean hand on the generated samples ('mean_hand'):
     what a regressor scores there that reads nothing of the images."""
-    import torch
-
     from handrecon import metrics
     from handrecon.data.readers import create_reader, dataset_spec
     from handrecon.data.shards import ShardSource
+    from handrecon.engine.distributed import pick_device
     from handrecon.engine.predict import predict_dataset
     from handrecon.evaluation import load_ground_truth
-    from handrecon.sweep import mean_hand_predictions
+    from handrecon.sweep import mean_hand_for
     from synth.generation_eval import load_regressor
 
     model = load_regressor(str(run), hand_model)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     rules = dataset_spec("procedural").rules
     mpvpe = lambda pred, truth: float(metrics.evaluate(pred, truth.as_dict(), dataset=rules, hand_model=hand_model).summary[MAIN])  # noqa: E731
     scores = {}
     for name, source in (("real", lambda **kw: create_reader("ih26m", data_dir, "test", hand_model, **kw)), ("generated", lambda **kw: ShardSource(shards, hand_model, **kw))):
         truth = load_ground_truth(source(load_images=False), hand_model)
-        scores[name] = mpvpe(predict_dataset(model, source(), device=device, progress=False), truth)
+        scores[name] = mpvpe(predict_dataset(model, source(), device=pick_device(device), progress=False), truth)
     train = load_ground_truth(create_reader("ih26m", data_dir, "train", hand_model, load_images=False), hand_model)
-    regressors = np.stack([hand_model.joint_regressor(s).cpu().numpy() for s in ("right", "left")]).astype(np.float64)
-    mean = {**mean_hand_predictions(train, len(truth.sample_ids), regressors), "sample_ids": np.asarray(truth.sample_ids)}
-    scores["mean_hand"] = mpvpe(mean, truth)
+    scores["mean_hand"] = mpvpe(mean_hand_for(train, truth, hand_model), truth)
     return scores
 
 
